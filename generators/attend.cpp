@@ -1,0 +1,67 @@
+// The need_weights=true path, part 2: out(d, h, i, n) = sum_j w(j, i, h, n) v(d, h, j, n).
+#include "Halide.h"
+#include "schedules/cpu/attend.h"
+
+namespace hmha_gen {
+
+using namespace Halide;
+
+class Attend : public Generator<Attend> {
+public:
+    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
+    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+
+    Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
+    Input<Buffer<float, 4>> v{"v"};              // (D, H, S', N)
+    Output<Buffer<float, 4>> out{"out"};         // (D, H, L, N)
+
+    void generate() {
+        RDom rj(0, v.dim(2).extent(), "rj");
+        acc(d, i, h, n) = 0.0f;
+        acc(d, i, h, n) += weights(rj, i, h, n) * v(d, h, rj, n);
+        out(d, h, i, n) = acc(d, i, h, n);
+
+        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        if (using_autoscheduler()) {
+            return;
+        }
+        schedules::cpu::schedule_attend(out, acc, d, i, h, n, rj, {query_block, vector_width});
+    }
+
+private:
+    Var d{"d"}, i{"i"}, h{"h"}, n{"n"};
+    Func acc{"acc"};
+};
+
+// Averages per-head weights (S', L, H, N) over heads into (S', L, N).
+class HeadMean : public Generator<HeadMean> {
+public:
+    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    Input<Buffer<float, 4>> weights{"weights"};
+    Output<Buffer<float, 3>> mean{"mean"};
+
+    void generate() {
+        Expr heads = weights.dim(2).extent();
+        RDom rh(0, heads, "rh");
+        total(j, i, n) = 0.0f;
+        total(j, i, n) += weights(j, i, rh, n);
+        mean(j, i, n) = total(j, i, n) / cast<float>(heads);
+        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
+        if (using_autoscheduler()) {
+            return;
+        }
+        schedules::cpu::schedule_head_mean(mean, total, j, i, n, vector_width);
+    }
+
+private:
+    Var j{"j"}, i{"i"}, n{"n"};
+    Func total{"total"};
+};
+
+}  // namespace hmha_gen
+
+HALIDE_REGISTER_GENERATOR(hmha_gen::Attend, attend)
+HALIDE_REGISTER_GENERATOR(hmha_gen::HeadMean, head_mean)

@@ -1,0 +1,51 @@
+// The masked, scaled attention score, shared by the fused SDPA and the
+// masked-softmax generators. Algorithm only: schedules live in schedules/.
+//
+// Buffers are Halide views of PyTorch tensors, innermost dimension first:
+//   q (D, H, L, N), k (D, H, S', N)      projected queries/keys, heads split by strides
+//   attn_mask (S, L, H, N) float, added  a 2-D mask is broadcast with zero strides
+//   attn_mask_bool (S, L, H, N) uint8    nonzero = may not attend
+//   key_padding (S, N) float, added      bool masks arrive as 0 / -inf
+// S' >= S: keys at j >= S (bias_k, zero_attn) are never masked.
+#pragma once
+
+#include "Halide.h"
+
+namespace hmha_gen {
+
+using namespace Halide;
+
+struct ScoreVars {
+    Var j{"j"}, i{"i"}, h{"h"}, n{"n"}, d{"d"};
+};
+
+struct AttentionScore {
+    Func kt{"kt"};        // keys transposed per head: kt(j, d, h, n), so scores vectorize over keys
+    Func dot{"dot"};      // sum_d q * k (unscaled)
+    Func score{"score"};  // scaled, masked; -inf where hidden
+    RDom rd;              // over head_dim, the reduction of dot
+};
+
+// Defines score(j, i, h, n) for keys j in [0, S'), queries i in [0, L).
+inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, const Func &k, Expr head_dim,
+                                          const Func &attn_mask, const Func &attn_mask_bool,
+                                          const Func &key_padding, Expr masked_keys, Expr causal,
+                                          Expr scale) {
+    AttentionScore s;
+    s.kt(v.j, v.d, v.h, v.n) = k(v.d, v.h, v.j, v.n);
+    s.rd = RDom(0, head_dim, "rd");
+    s.dot(v.j, v.i, v.h, v.n) = 0.0f;
+    s.dot(v.j, v.i, v.h, v.n) += q(s.rd, v.h, v.i, v.n) * s.kt(v.j, s.rd, v.h, v.n);
+
+    // Mask indices are clamped so that keys past S (bias_kv / zero_attn) read
+    // a valid element; the select then ignores it.
+    Expr jm = clamp(v.j, 0, max(masked_keys - 1, 0));
+    Expr maskable = v.j < masked_keys;
+    Expr hidden = maskable && (attn_mask_bool(jm, v.i, v.h, v.n) != 0 || (causal && v.j > v.i));
+    Expr added = select(maskable, attn_mask(jm, v.i, v.h, v.n) + key_padding(jm, v.n), 0.0f);
+    Expr inf = Expr(std::numeric_limits<float>::infinity());
+    s.score(v.j, v.i, v.h, v.n) = select(hidden, -inf, s.dot(v.j, v.i, v.h, v.n) * scale + added);
+    return s;
+}
+
+}  // namespace hmha_gen

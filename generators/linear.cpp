@@ -1,0 +1,49 @@
+// y = x W^T + b: the q/k/v input projections and the output projection.
+// Rows are whatever the caller's layout makes them ((L,N,E) and (N,L,E) are both
+// E-wide rows), so one kernel serves every layout. W arrives transposed (O, K)
+// once, at construction, so the schedule can vectorize over output features.
+#include "Halide.h"
+#include "schedules/cpu/linear.h"
+
+namespace hmha_gen {
+
+using namespace Halide;
+
+class Linear : public Generator<Linear> {
+public:
+    GeneratorParam<int> tile_o{"tile_o", 24, 1, 256};
+    GeneratorParam<int> tile_r{"tile_r", 32, 1, 1024};
+    GeneratorParam<int> unroll_r{"unroll_r", 4, 1, 16};
+    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+
+    Input<Buffer<float, 2>> x{"x"};                // (K, R)
+    Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
+    Input<Buffer<float, 1>> bias{"bias"};          // (O)
+    Output<Buffer<float, 2>> y{"y"};               // (O, R)
+
+    void generate() {
+        RDom rk(0, x.dim(0).extent(), "rk");
+        prod(o, r) = 0.0f;
+        prod(o, r) += weight_t(o, rk) * x(rk, r);
+        y(o, r) = prod(o, r) + bias(o);
+
+        x.set_estimates({{0, 512}, {0, 2048}});
+        weight_t.set_estimates({{0, 512}, {0, 512}});
+        bias.set_estimates({{0, 512}});
+        y.set_estimates({{0, 512}, {0, 2048}});
+
+        if (using_autoscheduler()) {
+            return;
+        }
+        schedules::cpu::LinearParams p{tile_o, tile_r, unroll_r, vector_width};
+        schedules::cpu::schedule_linear(y, prod, o, r, rk, p);
+    }
+
+private:
+    Var o{"o"}, r{"r"};
+    Func prod{"prod"};
+};
+
+}  // namespace hmha_gen
+
+HALIDE_REGISTER_GENERATOR(hmha_gen::Linear, linear)

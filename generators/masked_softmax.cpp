@@ -1,0 +1,68 @@
+// The need_weights=true path, part 1: per-head attention weights
+//   w(j, i, h, n) = softmax_j(score(j, i, h, n))      (PyTorch's (N, H, L, S'))
+// with the masks of attention_scores.h; fully hidden rows are 0, not NaN.
+#include "Halide.h"
+#include "generators/attention_scores.h"
+#include "schedules/cpu/masked_softmax.h"
+
+namespace hmha_gen {
+
+using namespace Halide;
+
+class MaskedSoftmax : public Generator<MaskedSoftmax> {
+public:
+    GeneratorParam<int> query_block{"query_block", 8, 1, 4096};
+    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+
+    Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
+    Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
+    Input<Buffer<float, 4>> attn_mask{"attn_mask"};              // (S, L, H, N)
+    Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
+    Input<Buffer<float, 2>> key_padding{"key_padding"};          // (S, N)
+    Input<int> masked_keys{"masked_keys"};
+    Input<bool> causal{"causal"};
+    Input<float> scale{"scale"};
+    Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
+
+    void generate() {
+        Expr keys = k.dim(2).extent();
+        Expr inf = Expr(std::numeric_limits<float>::infinity());
+        sc = define_masked_score(v_, q, k, q.dim(0).extent(), attn_mask, attn_mask_bool, key_padding, masked_keys,
+                                 causal, scale);
+        RDom rj(0, keys, "rj");
+        row_max(v_.i, v_.h, v_.n) = -inf;
+        row_max(v_.i, v_.h, v_.n) = max(row_max(v_.i, v_.h, v_.n), sc.score(rj, v_.i, v_.h, v_.n));
+        Expr m = row_max(v_.i, v_.h, v_.n);
+        Expr m_safe = select(m == -inf, 0.0f, m);
+        e(v_.j, v_.i, v_.h, v_.n) = exp(sc.score(v_.j, v_.i, v_.h, v_.n) - m_safe);
+        row_sum(v_.i, v_.h, v_.n) = 0.0f;
+        row_sum(v_.i, v_.h, v_.n) += e(rj, v_.i, v_.h, v_.n);
+        Expr den = row_sum(v_.i, v_.h, v_.n);
+        weights(v_.j, v_.i, v_.h, v_.n) = select(den > 0.0f, e(v_.j, v_.i, v_.h, v_.n) / den, 0.0f);
+
+        q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        key_padding.set_estimates({{0, 512}, {0, 4}});
+        masked_keys.set_estimate(512);
+        causal.set_estimate(false);
+        scale.set_estimate(0.125f);
+        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+
+        if (using_autoscheduler()) {
+            return;
+        }
+        schedules::cpu::MaskedSoftmaxFuncs f{weights, row_max, row_sum, e, sc};
+        schedules::cpu::schedule_masked_softmax(f, v_, rj, {query_block, vector_width});
+    }
+
+private:
+    ScoreVars v_;
+    AttentionScore sc;
+    Func row_max{"row_max"}, row_sum{"row_sum"}, e{"e"};
+};
+
+}  // namespace hmha_gen
+
+HALIDE_REGISTER_GENERATOR(hmha_gen::MaskedSoftmax, masked_softmax)

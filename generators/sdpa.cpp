@@ -1,0 +1,113 @@
+// Fused scaled-dot-product attention (need_weights=false): flash-style online
+// softmax over blocks of keys. No L x S buffer exists in any schedule: each key
+// block contributes its max, exp-sum and exp-weighted values, and a running
+// (max, sum, accumulator) state is rescaled block by block.
+//
+//   out(d, h, i, n) = sum_j softmax_j(score(j, i, h, n)) * v(d, h, j, n)
+//
+// Rows whose keys are all hidden produce 0 (SPEC.md §2), never NaN.
+#include "Halide.h"
+#include "generators/attention_scores.h"
+#include "schedules/cpu/sdpa.h"
+
+namespace hmha_gen {
+
+using namespace Halide;
+
+class Sdpa : public Generator<Sdpa> {
+public:
+    GeneratorParam<int> key_block{"key_block", 64, 1, 4096};
+    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
+    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+
+    Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
+    Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N)
+    Input<Buffer<float, 4>> v{"v"};                            // (D, H, S', N)
+    Input<Buffer<float, 4>> attn_mask{"attn_mask"};            // (S, L, H, N)
+    Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
+    Input<Buffer<float, 2>> key_padding{"key_padding"};        // (S, N)
+    Input<int> masked_keys{"masked_keys"};                     // S
+    Input<bool> causal{"causal"};
+    Input<float> scale{"scale"};
+    Output<Buffer<float, 4>> out{"out"};  // (D, H, L, N)
+
+    void generate() {
+        Expr head_dim = q.dim(0).extent();
+        Expr keys = k.dim(2).extent();
+        Expr inf = Expr(std::numeric_limits<float>::infinity());
+        int kb_size = key_block;
+
+        // Keys past S' (padding of the last block) read the last key and are hidden.
+        Func kc("kc"), vc("vc");
+        Expr jc = clamp(v_.j, 0, keys - 1);
+        kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, jc, v_.n);
+        vc(v_.d, v_.h, v_.j, v_.n) = v(v_.d, v_.h, jc, v_.n);
+        sc = define_masked_score(v_, q, kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
+                                 causal, scale);
+        Func score("score_padded");
+        score(v_.j, v_.i, v_.h, v_.n) = select(v_.j < keys, sc.score(v_.j, v_.i, v_.h, v_.n), -inf);
+
+        // Per key block kb: its max, exp-sum and exp-weighted values, all relative
+        // to the block's own max (0 when the whole block is hidden).
+        RDom rj(0, kb_size, "rj");
+        Expr j_of = kb * kb_size;
+        block_max(kb, v_.i, v_.h, v_.n) = -inf;
+        block_max(kb, v_.i, v_.h, v_.n) = max(block_max(kb, v_.i, v_.h, v_.n), score(j_of + rj, v_.i, v_.h, v_.n));
+        Expr bm = block_max(kb, v_.i, v_.h, v_.n);
+        Expr bm_safe = select(bm == -inf, 0.0f, bm);
+        p(jj, kb, v_.i, v_.h, v_.n) = exp(score(j_of + jj, v_.i, v_.h, v_.n) - bm_safe);
+        block_sum(kb, v_.i, v_.h, v_.n) = 0.0f;
+        block_sum(kb, v_.i, v_.h, v_.n) += p(rj, kb, v_.i, v_.h, v_.n);
+        block_pv(v_.d, kb, v_.i, v_.h, v_.n) = 0.0f;
+        block_pv(v_.d, kb, v_.i, v_.h, v_.n) += p(rj, kb, v_.i, v_.h, v_.n) * vc(v_.d, v_.h, j_of + rj, v_.n);
+
+        // The online-softmax scan over key blocks. Causal: blocks wholly to the
+        // right of query i, and holding no appended (never-masked) key, are skipped.
+        Expr blocks = (keys + kb_size - 1) / kb_size;
+        RDom rb(0, blocks, "rb");
+        Expr block_visible = !causal || rb * kb_size <= v_.i || (rb + 1) * kb_size > masked_keys;
+        rb.where(block_visible);
+        state(v_.d, v_.i, v_.h, v_.n) = Tuple(-inf, 0.0f, 0.0f);
+        Expr m = state(v_.d, v_.i, v_.h, v_.n)[0];
+        Expr l = state(v_.d, v_.i, v_.h, v_.n)[1];
+        Expr acc = state(v_.d, v_.i, v_.h, v_.n)[2];
+        Expr bmr = block_max(rb, v_.i, v_.h, v_.n);
+        Expr m_new = max(m, bmr);
+        Expr m_ref = select(m_new == -inf, 0.0f, m_new);
+        Expr alpha = exp(m - m_ref);
+        Expr beta = select(bmr == -inf, 0.0f, exp(bmr - m_ref));
+        state(v_.d, v_.i, v_.h, v_.n) = Tuple(m_new, l * alpha + block_sum(rb, v_.i, v_.h, v_.n) * beta,
+                                             acc * alpha + block_pv(v_.d, rb, v_.i, v_.h, v_.n) * beta);
+
+        Expr lf = state(v_.d, v_.i, v_.h, v_.n)[1];
+        out(v_.d, v_.h, v_.i, v_.n) = select(lf > 0.0f, state(v_.d, v_.i, v_.h, v_.n)[2] / lf, 0.0f);
+
+        q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        key_padding.set_estimates({{0, 512}, {0, 4}});
+        masked_keys.set_estimate(512);
+        causal.set_estimate(false);
+        scale.set_estimate(0.125f);
+        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+
+        if (using_autoscheduler()) {
+            return;
+        }
+        schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
+        schedules::cpu::SdpaParams prm{key_block, query_block, vector_width};
+        schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, prm);
+    }
+
+private:
+    ScoreVars v_;
+    Var kb{"kb"}, jj{"jj"};
+    AttentionScore sc;
+    Func block_max{"block_max"}, block_sum{"block_sum"}, block_pv{"block_pv"}, p{"p"}, state{"state"};
+};
+
+}  // namespace hmha_gen
+
+HALIDE_REGISTER_GENERATOR(hmha_gen::Sdpa, sdpa)

@@ -1,0 +1,127 @@
+// HalideMHA public API: multi-head attention with torch.nn.MultiheadAttention's
+// semantics (eval mode), computed by Halide-generated static kernels.
+//
+//   hmha::Options opt;               // embed_dim, num_heads, kdim, vdim, ...
+//   hmha::MultiheadAttention mha(opt, state_dict);
+//   hmha::ForwardResult r = mha.forward(query, key, value, {.need_weights = false});
+//
+// Every argument is validated before any kernel runs; a bad one throws
+// hmha::Error naming the argument, the expected and the actual value.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hmha {
+
+// Invalid argument, unavailable device, malformed file: the message names the
+// argument with the expected and the actual value.
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+enum class DType { F32, Bool };
+enum class Device { CPU, CUDA, OpenCL };
+
+const char *to_string(DType d);
+const char *to_string(Device d);
+// "cpu", "cuda", "opencl"; throws Error for anything else.
+Device parse_device(const std::string &name);
+
+// A dense, row-major tensor (PyTorch's layout). It either owns its storage or
+// views memory the caller keeps alive (Tensor::wrap). Copies share storage.
+class Tensor {
+public:
+    Tensor() = default;
+    // Zero-filled, owning.
+    Tensor(std::vector<int64_t> shape, DType dtype = DType::F32);
+    static Tensor from_floats(std::vector<int64_t> shape, const std::vector<float> &values);
+    // Bool tensor from 0/1 bytes (nonzero = true).
+    static Tensor from_bools(std::vector<int64_t> shape, const std::vector<uint8_t> &values);
+    // Non-owning view of caller memory: float for F32, one byte per element for Bool.
+    static Tensor wrap(void *data, std::vector<int64_t> shape, DType dtype = DType::F32);
+
+    const std::vector<int64_t> &shape() const { return shape_; }
+    int64_t dim() const { return (int64_t)shape_.size(); }
+    int64_t size(int64_t d) const;  // negative d counts from the end
+    int64_t numel() const;
+    DType dtype() const { return dtype_; }
+    bool defined() const { return data_ != nullptr || numel() == 0; }
+    size_t nbytes() const;
+
+    float *f32();
+    const float *f32() const;
+    uint8_t *bytes();
+    const uint8_t *bytes() const;
+    // Element at a flat row-major index, as float (Bool gives 0 or 1).
+    float at(int64_t flat_index) const;
+
+    std::string shape_str() const;  // "(2, 3, 4)"
+
+    // The same storage under another shape with the same number of elements.
+    Tensor reshape(std::vector<int64_t> shape) const;
+
+private:
+    std::vector<int64_t> shape_;
+    DType dtype_ = DType::F32;
+    std::shared_ptr<std::vector<uint8_t>> storage_;
+    void *data_ = nullptr;
+};
+
+// Constructor arguments of nn.MultiheadAttention. kdim/vdim of 0 mean embed_dim.
+struct Options {
+    int64_t embed_dim = 0;
+    int64_t num_heads = 0;
+    double dropout = 0.0;  // accepted, no effect (eval mode)
+    bool bias = true;
+    bool add_bias_kv = false;
+    bool add_zero_attn = false;
+    int64_t kdim = 0;
+    int64_t vdim = 0;
+    bool batch_first = false;
+    Device device = Device::CPU;
+
+    // Reads embed_dim, kdim, vdim, bias and add_bias_kv from which state_dict
+    // tensors exist and their shapes (as the CLI does).
+    static Options from_state_dict(const std::map<std::string, Tensor> &state_dict, int64_t num_heads);
+};
+
+struct ForwardOptions {
+    std::optional<Tensor> key_padding_mask;  // (N, S) or (S); bool (true = hidden) or float (added)
+    bool need_weights = true;
+    std::optional<Tensor> attn_mask;  // (L, S) or (N*H, L, S) / (H, L, S); bool or float
+    bool average_attn_weights = true;
+    bool is_causal = false;
+};
+
+struct ForwardResult {
+    Tensor attn_output;
+    std::optional<Tensor> attn_output_weights;  // present when need_weights
+};
+
+class MultiheadAttention {
+public:
+    // state_dict uses PyTorch's names (in_proj_weight, out_proj.weight, ...).
+    MultiheadAttention(const Options &options, const std::map<std::string, Tensor> &state_dict);
+    ~MultiheadAttention();
+    MultiheadAttention(MultiheadAttention &&) noexcept;
+    MultiheadAttention &operator=(MultiheadAttention &&) noexcept;
+
+    ForwardResult forward(const Tensor &query, const Tensor &key, const Tensor &value,
+                          const ForwardOptions &options = {}) const;
+
+    const Options &options() const;
+    int64_t head_dim() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hmha

@@ -1,0 +1,426 @@
+// The thin runtime: validate (SPEC.md §3), describe the user's tensors to the
+// generated kernels as strided Halide views (no layout copies), dispatch.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "HalideBuffer.h"
+#include "hmha/hmha.h"
+#include "kernels.h"
+
+namespace hmha {
+
+namespace {
+
+using HBuf = Halide::Runtime::Buffer<float>;
+using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+std::string str(int64_t v) {
+    return std::to_string(v);
+}
+
+// A strided view: extents/strides innermost first, as Halide wants them.
+template <typename T>
+Halide::Runtime::Buffer<T> view(const T *data, std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) {
+    std::vector<halide_dimension_t> dims;
+    for (auto [e, s] : extent_stride) dims.push_back(halide_dimension_t(0, (int32_t)e, (int32_t)s));
+    return Halide::Runtime::Buffer<T>(const_cast<T *>(data), (int)dims.size(), dims.data());
+}
+
+void check_rank(const Tensor &t, const char *name, std::initializer_list<int64_t> ranks, const std::string &what) {
+    for (int64_t r : ranks) {
+        if (t.dim() == r) return;
+    }
+    std::string expect;
+    for (int64_t r : ranks) expect += (expect.empty() ? "" : " or ") + str(r) + "-D";
+    throw Error(std::string(name) + ": expected a " + expect + " tensor " + what + ", got shape " + t.shape_str());
+}
+
+void check_f32(const Tensor &t, const char *name) {
+    if (t.dtype() != DType::F32) {
+        throw Error(std::string(name) + ": expected dtype float32, got " + to_string(t.dtype()));
+    }
+}
+
+void check_int32(const char *what, int64_t elements) {
+    if (elements > kInt32Max) {
+        throw Error(std::string(what) + ": " + str(elements) +
+                    " elements overflow the kernels' int32 indexing (at most " + str(kInt32Max) + ")");
+    }
+}
+
+// W (out, in) row-major -> W^T (in, out) row-major: Halide's weight_t(o, k).
+std::vector<float> transposed(const Tensor &w) {
+    int64_t out = w.size(0), in = w.size(1);
+    std::vector<float> t((size_t)(out * in));
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t k = 0; k < in; k++) t[(size_t)(k * out + o)] = w.f32()[o * in + k];
+    }
+    return t;
+}
+
+struct Projection {
+    std::vector<float> weight_t;  // (in, out) row-major
+    std::vector<float> bias;      // (out), zeros without bias
+    int64_t in = 0, out = 0;
+};
+
+// Runs y(o, r) = b(o) + sum_k W(o, k) x(k, r) over `rows` rows of x (row stride x_stride)
+// into y (row stride y_stride).
+void project(const KernelSet &ks, const Projection &p, const float *x, int64_t rows, int64_t x_stride, float *y,
+             int64_t y_stride) {
+    if (rows == 0) return;
+    auto xb = view(x, {{p.in, 1}, {rows, x_stride}});
+    auto wb = view(p.weight_t.data(), {{p.out, 1}, {p.in, p.out}});
+    auto bb = view(p.bias.data(), {{p.out, 1}});
+    auto yb = view(y, {{p.out, 1}, {rows, y_stride}});
+    check_status("linear", ks.linear(xb.raw_buffer(), wb.raw_buffer(), bb.raw_buffer(), yb.raw_buffer()));
+}
+
+}  // namespace
+
+struct MultiheadAttention::Impl {
+    Options opt;
+    int64_t head_dim = 0;
+    const KernelSet *kernels = nullptr;
+    Projection q, k, v, o;
+    std::vector<float> bias_k, bias_v;  // (E) when add_bias_kv
+};
+
+static void validate_options(Options &o) {
+    if (o.embed_dim <= 0 || o.num_heads <= 0) {
+        throw Error("embed_dim and num_heads must be greater than 0, got embed_dim=" + str(o.embed_dim) +
+                    " and num_heads=" + str(o.num_heads));
+    }
+    if (o.embed_dim % o.num_heads != 0) {
+        throw Error("embed_dim must be divisible by num_heads, got embed_dim=" + str(o.embed_dim) +
+                    " and num_heads=" + str(o.num_heads));
+    }
+    if (o.kdim < 0 || o.vdim < 0) {
+        throw Error("kdim and vdim must be positive (or 0 for embed_dim), got kdim=" + str(o.kdim) +
+                    " and vdim=" + str(o.vdim));
+    }
+    if (o.kdim == 0) o.kdim = o.embed_dim;
+    if (o.vdim == 0) o.vdim = o.embed_dim;
+    if (!(o.dropout >= 0.0 && o.dropout <= 1.0)) {
+        std::ostringstream os;
+        os << "dropout: expected a probability in [0, 1], got " << o.dropout;
+        throw Error(os.str());
+    }
+    check_int32("embed_dim * kdim", o.embed_dim * std::max(o.kdim, std::max(o.vdim, o.embed_dim)));
+}
+
+static void validate_state_dict(const Options &o, const std::map<std::string, Tensor> &sd) {
+    const int64_t E = o.embed_dim;
+    std::map<std::string, std::vector<int64_t>> expected;
+    if (o.kdim == E && o.vdim == E) {
+        expected["in_proj_weight"] = {3 * E, E};
+    } else {
+        expected["q_proj_weight"] = {E, E};
+        expected["k_proj_weight"] = {E, o.kdim};
+        expected["v_proj_weight"] = {E, o.vdim};
+    }
+    expected["out_proj.weight"] = {E, E};
+    if (o.bias) {
+        expected["in_proj_bias"] = {3 * E};
+        expected["out_proj.bias"] = {E};
+    }
+    if (o.add_bias_kv) {
+        expected["bias_k"] = {1, 1, E};
+        expected["bias_v"] = {1, 1, E};
+    }
+    for (const auto &[name, shape] : expected) {
+        auto it = sd.find(name);
+        if (it == sd.end()) {
+            throw Error("state_dict: missing tensor '" + name + "' of shape " +
+                        Tensor::wrap(nullptr, shape).shape_str() + " (embed_dim=" + str(E) +
+                        ", kdim=" + str(o.kdim) + ", vdim=" + str(o.vdim) + ", bias=" + (o.bias ? "true" : "false") +
+                        ", add_bias_kv=" + (o.add_bias_kv ? "true" : "false") + ")");
+        }
+        if (it->second.shape() != shape) {
+            throw Error("state_dict['" + name + "']: expected shape " + Tensor::wrap(nullptr, shape).shape_str() +
+                        ", got " + it->second.shape_str());
+        }
+        check_f32(it->second, ("state_dict['" + name + "']").c_str());
+        if (!it->second.defined()) throw Error("state_dict['" + name + "']: tensor has no data");
+    }
+    for (const auto &[name, t] : sd) {
+        if (!expected.count(name)) {
+            throw Error("state_dict: unexpected tensor '" + name + "' of shape " + t.shape_str() +
+                        " for embed_dim=" + str(E) + ", kdim=" + str(o.kdim) + ", vdim=" + str(o.vdim) +
+                        ", bias=" + (o.bias ? "true" : "false") +
+                        ", add_bias_kv=" + (o.add_bias_kv ? "true" : "false"));
+        }
+    }
+}
+
+MultiheadAttention::MultiheadAttention(const Options &options, const std::map<std::string, Tensor> &sd)
+    : impl_(std::make_unique<Impl>()) {
+    Impl &m = *impl_;
+    m.opt = options;
+    validate_options(m.opt);
+    validate_state_dict(m.opt, sd);
+    m.kernels = &kernels_for(m.opt.device);
+    const int64_t E = m.opt.embed_dim;
+    m.head_dim = E / m.opt.num_heads;
+
+    auto make = [&](const Tensor &w, int64_t row0, const float *bias) {
+        Projection p;
+        p.out = E;
+        p.in = w.size(1);
+        Tensor rows = Tensor::wrap(const_cast<float *>(w.f32()) + row0 * p.in, {E, p.in});
+        p.weight_t = transposed(rows);
+        p.bias.assign((size_t)E, 0.0f);
+        if (bias) std::memcpy(p.bias.data(), bias, (size_t)E * sizeof(float));
+        return p;
+    };
+    const float *in_bias = m.opt.bias ? sd.at("in_proj_bias").f32() : nullptr;
+    if (sd.count("in_proj_weight")) {
+        const Tensor &w = sd.at("in_proj_weight");
+        m.q = make(w, 0, in_bias);
+        m.k = make(w, E, in_bias ? in_bias + E : nullptr);
+        m.v = make(w, 2 * E, in_bias ? in_bias + 2 * E : nullptr);
+    } else {
+        m.q = make(sd.at("q_proj_weight"), 0, in_bias);
+        m.k = make(sd.at("k_proj_weight"), 0, in_bias ? in_bias + E : nullptr);
+        m.v = make(sd.at("v_proj_weight"), 0, in_bias ? in_bias + 2 * E : nullptr);
+    }
+    m.o = make(sd.at("out_proj.weight"), 0, m.opt.bias ? sd.at("out_proj.bias").f32() : nullptr);
+    if (m.opt.add_bias_kv) {
+        m.bias_k.assign(sd.at("bias_k").f32(), sd.at("bias_k").f32() + E);
+        m.bias_v.assign(sd.at("bias_v").f32(), sd.at("bias_v").f32() + E);
+    }
+}
+
+MultiheadAttention::~MultiheadAttention() = default;
+MultiheadAttention::MultiheadAttention(MultiheadAttention &&) noexcept = default;
+MultiheadAttention &MultiheadAttention::operator=(MultiheadAttention &&) noexcept = default;
+
+const Options &MultiheadAttention::options() const {
+    return impl_->opt;
+}
+
+int64_t MultiheadAttention::head_dim() const {
+    return impl_->head_dim;
+}
+
+namespace {
+
+// The problem's sizes and how each (position, batch) row sits in memory.
+struct Geometry {
+    bool batched = true;
+    int64_t L = 0, S = 0, N = 1, E = 0, H = 0, D = 0;
+    int64_t extra = 0;  // appended keys: bias_kv and/or zero_attn
+    // Row strides (in rows of E floats) of position and batch in the caller's layout.
+    int64_t q_pos = 0, q_batch = 0, kv_pos = 0, kv_batch = 0;
+    int64_t keys() const { return S + extra; }
+};
+
+Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &key, const Tensor &value,
+                         const ForwardOptions &f) {
+    Geometry g;
+    g.E = o.embed_dim;
+    g.H = o.num_heads;
+    g.D = g.E / g.H;
+    check_rank(query, "query", {2, 3}, "((L, E) unbatched, or batched)");
+    g.batched = query.dim() == 3;
+    const char *layout = !g.batched ? "(L, E)" : o.batch_first ? "(N, L, E)" : "(L, N, E)";
+    check_rank(key, "key", {query.dim()}, std::string("like query ") + layout);
+    check_rank(value, "value", {query.dim()}, std::string("like query ") + layout);
+    check_f32(query, "query");
+    check_f32(key, "key");
+    check_f32(value, "value");
+    auto check_last = [](const Tensor &t, const char *name, const char *dimname, int64_t want) {
+        if (t.size(-1) != want) {
+            throw Error(std::string(name) + ": expected last dimension " + dimname + "=" + str(want) + ", got " +
+                        str(t.size(-1)) + " (shape " + t.shape_str() + ")");
+        }
+    };
+    check_last(query, "query", "embed_dim", g.E);
+    check_last(key, "key", "kdim", o.kdim);
+    check_last(value, "value", "vdim", o.vdim);
+
+    if (g.batched) {
+        int bd = o.batch_first ? 0 : 1, sd = o.batch_first ? 1 : 0;
+        g.N = query.size(bd);
+        g.L = query.size(sd);
+        g.S = key.size(sd);
+        if (key.size(bd) != g.N) {
+            throw Error("key: expected batch size " + str(g.N) + " (from query " + query.shape_str() + "), got " +
+                        str(key.size(bd)) + " (shape " + key.shape_str() + ")");
+        }
+        if (value.size(bd) != g.N) {
+            throw Error("value: expected batch size " + str(g.N) + " (from query " + query.shape_str() + "), got " +
+                        str(value.size(bd)) + " (shape " + value.shape_str() + ")");
+        }
+        if (value.size(sd) != g.S) {
+            throw Error("value: expected sequence length " + str(g.S) + " (from key " + key.shape_str() + "), got " +
+                        str(value.size(sd)) + " (shape " + value.shape_str() + ")");
+        }
+    } else {
+        g.N = 1;
+        g.L = query.size(0);
+        g.S = key.size(0);
+        if (value.size(0) != g.S) {
+            throw Error("value: expected sequence length " + str(g.S) + " (from key " + key.shape_str() + "), got " +
+                        str(value.size(0)) + " (shape " + value.shape_str() + ")");
+        }
+    }
+    g.extra = (o.add_bias_kv ? 1 : 0) + (o.add_zero_attn ? 1 : 0);
+    if (!g.batched || o.batch_first) {
+        g.q_pos = 1, g.q_batch = g.L, g.kv_pos = 1, g.kv_batch = g.S;
+    } else {
+        g.q_pos = g.N, g.q_batch = 1, g.kv_pos = g.N, g.kv_batch = 1;
+    }
+
+    if (f.key_padding_mask) {
+        const Tensor &m = *f.key_padding_mask;
+        std::vector<int64_t> want = g.batched ? std::vector<int64_t>{g.N, g.S} : std::vector<int64_t>{g.S};
+        if (m.shape() != want) {
+            throw Error("key_padding_mask: expected shape " + Tensor::wrap(nullptr, want).shape_str() + " (" +
+                        (g.batched ? "N, S" : "S") + "), got " + m.shape_str());
+        }
+    }
+    if (f.attn_mask) {
+        const Tensor &m = *f.attn_mask;
+        std::vector<int64_t> two{g.L, g.S};
+        std::vector<int64_t> three{g.batched ? g.N * g.H : g.H, g.L, g.S};
+        if (m.shape() != two && m.shape() != three) {
+            throw Error("attn_mask: expected shape " + Tensor::wrap(nullptr, two).shape_str() + " or " +
+                        Tensor::wrap(nullptr, three).shape_str() + (g.batched ? " (N*H, L, S)" : " (H, L, S)") +
+                        ", got " + m.shape_str());
+        }
+    }
+    // Everything the kernels index must fit int32 (Halide buffers and index math).
+    check_int32("query", query.numel());
+    check_int32("key", key.numel());
+    check_int32("value", value.numel());
+    check_int32("projected key/value (N*(S+extra)*E)", g.N * g.keys() * g.E);
+    if (f.attn_mask) check_int32("attn_mask", f.attn_mask->numel());
+    if (f.need_weights) check_int32("attn_output_weights per head (N*H*L*S')", g.N * g.H * g.L * g.keys());
+    for (int64_t v : {g.L, g.S + g.extra, g.N, g.E}) check_int32("a dimension", v);
+    for (const auto *t : {&query, &key, &value}) {
+        if (!t->defined()) throw Error("query/key/value: tensor has no data");
+    }
+    return g;
+}
+
+}  // namespace
+
+ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key, const Tensor &value,
+                                          const ForwardOptions &f) const {
+    const Impl &m = *impl_;
+    const Options &o = m.opt;
+    for (const auto &[mask, name] : {std::pair{&f.key_padding_mask, "key_padding_mask"},
+                                     std::pair{&f.attn_mask, "attn_mask"}}) {
+        if (*mask && (*mask)->dtype() != DType::F32 && (*mask)->dtype() != DType::Bool) {
+            throw Error(std::string(name) + ": expected dtype bool or float32, got " + to_string((*mask)->dtype()));
+        }
+    }
+    const Geometry g = validate_inputs(o, query, key, value, f);
+    const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
+
+    ForwardResult result;
+    result.attn_output = g.batched ? (o.batch_first ? Tensor({N, L, E}) : Tensor({L, N, E})) : Tensor({L, E});
+    Tensor per_head;
+    if (f.need_weights) {
+        std::vector<int64_t> ws = f.average_attn_weights ? std::vector<int64_t>{N, L, Sk}
+                                                         : std::vector<int64_t>{N, H, L, Sk};
+        Tensor w(ws);
+        per_head = f.average_attn_weights ? Tensor({N, H, L, Sk}) : w;
+        if (!g.batched) ws.erase(ws.begin());
+        result.attn_output_weights = w.reshape(ws);
+    }
+    if (L == 0 || N == 0) return result;
+
+    const KernelSet &ks = *m.kernels;
+    // Projections. q and the attention output keep the caller's row order; keys
+    // and values are laid out as (S', N, E) or (N, S', E) so that the appended
+    // positions (bias_kv, zero_attn) follow the real ones.
+    std::vector<float> qp((size_t)(L * N * E)), attn((size_t)(L * N * E));
+    std::vector<float> kp((size_t)(Sk * N * E), 0.0f), vp((size_t)(Sk * N * E), 0.0f);
+    project(ks, m.q, query.f32(), L * N, E, qp.data(), E);
+    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
+    if (S > 0) {
+        if (kv_batch == 1 || Sk == S) {
+            project(ks, m.k, key.f32(), S * N, o.kdim, kp.data(), E);
+            project(ks, m.v, value.f32(), S * N, o.vdim, vp.data(), E);
+        } else {
+            for (int64_t n = 0; n < N; n++) {
+                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp.data() + n * Sk * E, E);
+                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp.data() + n * Sk * E, E);
+            }
+        }
+    }
+    if (o.add_bias_kv) {
+        for (int64_t n = 0; n < N; n++) {
+            size_t row = (size_t)((S * kv_pos + n * kv_batch) * E);
+            std::memcpy(&kp[row], m.bias_k.data(), (size_t)E * sizeof(float));
+            std::memcpy(&vp[row], m.bias_v.data(), (size_t)E * sizeof(float));
+        }
+    }  // zero_attn rows are already zero.
+
+    // Head views (D, H, L|S', N) of the projected rows.
+    auto qv = view(qp.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto av = view(attn.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto kv = view(kp.data(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    auto vv = view(vp.data(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+
+    // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
+    // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
+    const int64_t Sm = std::max<int64_t>(S, 1);
+    std::vector<float> zeros_f((size_t)Sm, 0.0f);
+    std::vector<uint8_t> zeros_b((size_t)Sm, 0);
+    auto am_f = view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
+    auto am_b = view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
+    if (f.attn_mask && S > 0) {
+        const Tensor &a = *f.attn_mask;
+        int64_t hs = a.dim() == 3 ? L * S : 0, ns = a.dim() == 3 ? H * L * S : 0;
+        if (a.dtype() == DType::F32) {
+            am_f = view(a.f32(), {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+        } else {
+            am_b = view(a.bytes(), {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+        }
+    }
+    std::vector<float> kpm_storage;
+    auto kpm = view(zeros_f.data(), {{Sm, 1}, {N, 0}});
+    if (f.key_padding_mask && S > 0) {
+        const Tensor &k = *f.key_padding_mask;
+        if (k.dtype() == DType::F32) {
+            kpm = view(k.f32(), {{S, 1}, {N, S}});
+        } else {
+            kpm_storage.resize((size_t)(N * S));
+            const float inf = std::numeric_limits<float>::infinity();
+            for (size_t i = 0; i < kpm_storage.size(); i++) kpm_storage[i] = k.bytes()[i] ? -inf : 0.0f;
+            kpm = view(kpm_storage.data(), {{S, 1}, {N, S}});
+        }
+    }
+    const float scale = (float)std::sqrt(1.0 / (double)D);
+    const int masked_keys = (int)S;
+
+    if (Sk == 0) {
+        // Every row is fully hidden: weights 0 (already), attention rows 0.
+    } else if (!f.need_weights) {
+        check_status("sdpa", ks.sdpa(qv.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(), am_f.raw_buffer(),
+                                     am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, scale,
+                                     av.raw_buffer()));
+    } else {
+        auto wv = view(per_head.f32(), {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
+        check_status("masked_softmax",
+                     ks.masked_softmax(qv.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(), am_b.raw_buffer(),
+                                       kpm.raw_buffer(), masked_keys, f.is_causal, scale, wv.raw_buffer()));
+        check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), av.raw_buffer()));
+        if (f.average_attn_weights) {
+            auto mv = view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}});
+            check_status("head_mean", ks.head_mean(wv.raw_buffer(), mv.raw_buffer()));
+        }
+    }
+    project(ks, m.o, attn.data(), L * N, E, result.attn_output.f32(), E);
+    return result;
+}
+
+}  // namespace hmha

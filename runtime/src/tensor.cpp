@@ -1,0 +1,136 @@
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include "hmha/hmha.h"
+
+namespace hmha {
+
+const char *to_string(DType d) {
+    return d == DType::F32 ? "float32" : "bool";
+}
+
+const char *to_string(Device d) {
+    switch (d) {
+    case Device::CPU: return "cpu";
+    case Device::CUDA: return "cuda";
+    case Device::OpenCL: return "opencl";
+    }
+    return "?";
+}
+
+Device parse_device(const std::string &name) {
+    if (name == "cpu") return Device::CPU;
+    if (name == "cuda") return Device::CUDA;
+    if (name == "opencl") return Device::OpenCL;
+    throw Error("device: expected one of cpu, cuda, opencl, got '" + name + "'");
+}
+
+static size_t element_size(DType d) {
+    return d == DType::F32 ? sizeof(float) : 1;
+}
+
+static int64_t checked_numel(const std::vector<int64_t> &shape) {
+    int64_t n = 1;
+    for (int64_t s : shape) {
+        if (s < 0) {
+            std::ostringstream os;
+            os << "tensor shape: expected non-negative sizes, got " << s;
+            throw Error(os.str());
+        }
+        if (s != 0 && n > std::numeric_limits<int64_t>::max() / s) {
+            throw Error("tensor shape: element count overflows int64");
+        }
+        n *= s;
+    }
+    return n;
+}
+
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
+    size_t bytes = (size_t)checked_numel(shape_) * element_size(dtype_);
+    storage_ = std::make_shared<std::vector<uint8_t>>(bytes, 0);
+    data_ = storage_->data();
+}
+
+Tensor Tensor::from_floats(std::vector<int64_t> shape, const std::vector<float> &values) {
+    Tensor t(std::move(shape), DType::F32);
+    if ((size_t)t.numel() != values.size()) {
+        throw Error("Tensor::from_floats: expected " + std::to_string(t.numel()) + " values for shape " +
+                    t.shape_str() + ", got " + std::to_string(values.size()));
+    }
+    if (!values.empty()) std::memcpy(t.data_, values.data(), values.size() * sizeof(float));
+    return t;
+}
+
+Tensor Tensor::from_bools(std::vector<int64_t> shape, const std::vector<uint8_t> &values) {
+    Tensor t(std::move(shape), DType::Bool);
+    if ((size_t)t.numel() != values.size()) {
+        throw Error("Tensor::from_bools: expected " + std::to_string(t.numel()) + " values for shape " +
+                    t.shape_str() + ", got " + std::to_string(values.size()));
+    }
+    for (size_t i = 0; i < values.size(); i++) t.bytes()[i] = values[i] ? 1 : 0;
+    return t;
+}
+
+Tensor Tensor::wrap(void *data, std::vector<int64_t> shape, DType dtype) {
+    Tensor t;
+    t.shape_ = std::move(shape);
+    t.dtype_ = dtype;
+    checked_numel(t.shape_);
+    t.data_ = data;
+    return t;
+}
+
+int64_t Tensor::size(int64_t d) const {
+    int64_t r = dim();
+    int64_t k = d < 0 ? d + r : d;
+    if (k < 0 || k >= r) {
+        throw Error("Tensor::size: dimension " + std::to_string(d) + " out of range for shape " + shape_str());
+    }
+    return shape_[k];
+}
+
+int64_t Tensor::numel() const {
+    return std::accumulate(shape_.begin(), shape_.end(), (int64_t)1, std::multiplies<int64_t>());
+}
+
+size_t Tensor::nbytes() const {
+    return (size_t)numel() * element_size(dtype_);
+}
+
+float *Tensor::f32() {
+    return static_cast<float *>(data_);
+}
+const float *Tensor::f32() const {
+    return static_cast<const float *>(data_);
+}
+uint8_t *Tensor::bytes() {
+    return static_cast<uint8_t *>(data_);
+}
+const uint8_t *Tensor::bytes() const {
+    return static_cast<const uint8_t *>(data_);
+}
+
+float Tensor::at(int64_t i) const {
+    return dtype_ == DType::F32 ? f32()[i] : (bytes()[i] ? 1.0f : 0.0f);
+}
+
+Tensor Tensor::reshape(std::vector<int64_t> shape) const {
+    Tensor t = *this;
+    t.shape_ = std::move(shape);
+    if (checked_numel(t.shape_) != numel()) {
+        throw Error("Tensor::reshape: cannot view shape " + shape_str() + " as " + t.shape_str());
+    }
+    return t;
+}
+
+std::string Tensor::shape_str() const {
+    std::ostringstream os;
+    os << "(";
+    for (size_t i = 0; i < shape_.size(); i++) os << (i ? ", " : "") << shape_[i];
+    os << (shape_.size() == 1 ? ",)" : ")");
+    return os.str();
+}
+
+}  // namespace hmha
