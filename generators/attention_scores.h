@@ -7,6 +7,7 @@
 //   attn_mask_bool (S, L, H, N) uint8    nonzero = may not attend
 //   key_padding (S, N) float, added      bool masks arrive as 0 / -inf
 // S' >= S: keys at j >= S (bias_k, zero_attn) are never masked.
+// has_masks: whether any of the three masks is real (false: all are zero views).
 #pragma once
 
 #include "Halide.h"
@@ -30,7 +31,7 @@ struct AttentionScore {
 inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, const Func &k, Expr head_dim,
                                           const Func &attn_mask, const Func &attn_mask_bool,
                                           const Func &key_padding, Expr masked_keys, Expr causal,
-                                          Expr scale) {
+                                          Expr scale, Expr has_masks) {
     AttentionScore s;
     s.kt(v.j, v.d, v.h, v.n) = k(v.d, v.h, v.j, v.n);
     s.rd = RDom(0, head_dim, "rd");
@@ -40,9 +41,10 @@ inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, con
     // Mask indices are clamped so that keys past S (bias_kv / zero_attn) read
     // a valid element; the select then ignores it.
     Expr jm = clamp(v.j, 0, max(masked_keys - 1, 0));
+    // has_masks = false lets a schedule specialize the mask loads away.
     Expr maskable = v.j < masked_keys;
-    Expr hidden = maskable && (attn_mask_bool(jm, v.i, v.h, v.n) != 0 || (causal && v.j > v.i));
-    Expr added = select(maskable, attn_mask(jm, v.i, v.h, v.n) + key_padding(jm, v.n), 0.0f);
+    Expr hidden = maskable && ((has_masks && attn_mask_bool(jm, v.i, v.h, v.n) != 0) || (causal && v.j > v.i));
+    Expr added = select(maskable && has_masks, attn_mask(jm, v.i, v.h, v.n) + key_padding(jm, v.n), 0.0f);
     Expr inf = Expr(std::numeric_limits<float>::infinity());
     s.score(v.j, v.i, v.h, v.n) = select(hidden, -inf, s.dot(v.j, v.i, v.h, v.n) * scale + added);
     return s;

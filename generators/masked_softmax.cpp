@@ -21,14 +21,18 @@ public:
     Input<Buffer<float, 2>> key_padding{"key_padding"};          // (S, N)
     Input<int> masked_keys{"masked_keys"};
     Input<bool> causal{"causal"};
+    Input<bool> has_masks{"has_masks"};
     Input<float> scale{"scale"};
     Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
 
     void generate() {
         Expr keys = k.dim(2).extent();
         Expr inf = Expr(std::numeric_limits<float>::infinity());
-        sc = define_masked_score(v_, q, k, q.dim(0).extent(), attn_mask, attn_mask_bool, key_padding, masked_keys,
-                                 causal, scale);
+        // Keys are read through a clamp so that schedules may round key vectors up.
+        Func kc("kc");
+        kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, clamp(v_.j, 0, keys - 1), v_.n);
+        sc = define_masked_score(v_, q, kc, q.dim(0).extent(), attn_mask, attn_mask_bool, key_padding, masked_keys,
+                                 causal, scale, has_masks);
         RDom rj(0, keys, "rj");
         row_max(v_.i, v_.h, v_.n) = -inf;
         row_max(v_.i, v_.h, v_.n) = max(row_max(v_.i, v_.h, v_.n), sc.score(rj, v_.i, v_.h, v_.n));
@@ -47,6 +51,7 @@ public:
         key_padding.set_estimates({{0, 512}, {0, 4}});
         masked_keys.set_estimate(512);
         causal.set_estimate(false);
+        has_masks.set_estimate(false);
         scale.set_estimate(0.125f);
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
 
@@ -54,7 +59,7 @@ public:
             return;
         }
         schedules::cpu::MaskedSoftmaxFuncs f{weights, row_max, row_sum, e, sc};
-        schedules::cpu::schedule_masked_softmax(f, v_, rj, {query_block, vector_width});
+        schedules::cpu::schedule_masked_softmax(f, v_, rj, has_masks, {query_block, vector_width});
     }
 
 private:

@@ -16,7 +16,7 @@ using namespace Halide;
 
 class Sdpa : public Generator<Sdpa> {
 public:
-    GeneratorParam<int> key_block{"key_block", 64, 1, 4096};
+    GeneratorParam<int> key_block{"key_block", 128, 1, 4096};
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
 
@@ -28,6 +28,7 @@ public:
     Input<Buffer<float, 2>> key_padding{"key_padding"};        // (S, N)
     Input<int> masked_keys{"masked_keys"};                     // S
     Input<bool> causal{"causal"};
+    Input<bool> has_masks{"has_masks"};
     Input<float> scale{"scale"};
     Output<Buffer<float, 4>> out{"out"};  // (D, H, L, N)
 
@@ -43,7 +44,7 @@ public:
         kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, jc, v_.n);
         vc(v_.d, v_.h, v_.j, v_.n) = v(v_.d, v_.h, jc, v_.n);
         sc = define_masked_score(v_, q, kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
-                                 causal, scale);
+                                 causal, scale, has_masks);
         Func score("score_padded");
         score(v_.j, v_.i, v_.h, v_.n) = select(v_.j < keys, sc.score(v_.j, v_.i, v_.h, v_.n), -inf);
 
@@ -73,9 +74,12 @@ public:
         Expr acc = state(v_.d, v_.i, v_.h, v_.n)[2];
         Expr bmr = block_max(rb, v_.i, v_.h, v_.n);
         Expr m_new = max(m, bmr);
-        Expr m_ref = select(m_new == -inf, 0.0f, m_new);
-        Expr alpha = exp(m - m_ref);
-        Expr beta = select(bmr == -inf, 0.0f, exp(bmr - m_ref));
+        // One of the two rescale factors is 1 (whichever max wins), so one exp
+        // per element and block suffices. Both -inf: nothing seen yet, nothing added.
+        Expr none = m_new == -inf;
+        Expr shrink = select(none, 0.0f, exp(-abs(m - bmr)));
+        Expr alpha = select(none, 0.0f, m >= bmr, 1.0f, shrink);
+        Expr beta = select(none, 0.0f, m >= bmr, shrink, 1.0f);
         state(v_.d, v_.i, v_.h, v_.n) = Tuple(m_new, l * alpha + block_sum(rb, v_.i, v_.h, v_.n) * beta,
                                              acc * alpha + block_pv(v_.d, rb, v_.i, v_.h, v_.n) * beta);
 
@@ -90,6 +94,7 @@ public:
         key_padding.set_estimates({{0, 512}, {0, 4}});
         masked_keys.set_estimate(512);
         causal.set_estimate(false);
+        has_masks.set_estimate(false);
         scale.set_estimate(0.125f);
         out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
 
@@ -98,7 +103,7 @@ public:
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
         schedules::cpu::SdpaParams prm{key_block, query_block, vector_width};
-        schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, prm);
+        schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm);
     }
 
 private:

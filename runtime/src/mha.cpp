@@ -18,6 +18,8 @@ using HBuf = Halide::Runtime::Buffer<float>;
 using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+// Queries per sdpa call when causal blocks are skipped (see forward()).
+constexpr int64_t kCausalQueryChunk = 256;
 
 std::string str(int64_t v) {
     return std::to_string(v);
@@ -401,18 +403,31 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     }
     const float scale = (float)std::sqrt(1.0 / (double)D);
     const int masked_keys = (int)S;
+    const bool has_masks = (f.attn_mask || f.key_padding_mask) && S > 0;
 
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
     } else if (!f.need_weights) {
-        check_status("sdpa", ks.sdpa(qv.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(), am_f.raw_buffer(),
-                                     am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, scale,
-                                     av.raw_buffer()));
+        // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
+        // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
+        // never computed. Crops keep absolute coordinates (Halide buffer mins), so
+        // the kernel's causal test and mask indexing are unchanged.
+        const bool skip = f.is_causal && g.extra == 0;
+        const int64_t chunk = skip ? kCausalQueryChunk : L;
+        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+            const int64_t rows = std::min(chunk, L - i0);
+            const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
+            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+            auto kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
+            check_status("sdpa", ks.sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+                                         am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
+                                         scale, ac.raw_buffer()));
+        }
     } else {
         auto wv = view(per_head.f32(), {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
         check_status("masked_softmax",
                      ks.masked_softmax(qv.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(), am_b.raw_buffer(),
-                                       kpm.raw_buffer(), masked_keys, f.is_causal, scale, wv.raw_buffer()));
+                                       kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale, wv.raw_buffer()));
         check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), av.raw_buffer()));
         if (f.average_attn_weights) {
             auto mv = view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}});

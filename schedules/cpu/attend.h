@@ -9,35 +9,40 @@ struct AttendParams {
     int query_block, vector_width;
 };
 
-// One task per (query block, head, batch); register block of 2 vectors of d x 4 queries.
+// Parallel over batch, head and query block; each output tile of 2 vectors of d
+// x 4 queries accumulates in registers (acc is computed per tile).
 inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, Halide::Var i, Halide::Var h,
                             Halide::Var n, Halide::RDom rj, const AttendParams &prm) {
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), dO("dO"), di("di");
+    Var io("io"), ii("ii"), d_o("d_o"), di("di"), it("it"), iti("iti");
     out.split(i, io, ii, prm.query_block, guard)
-        .reorder(d, ii, io, h, n)
+        .split(d, d_o, di, 2 * vw, guard)
+        .split(ii, it, iti, 4, guard)
+        .reorder(di, iti, d_o, it, io, h, n)
         .parallel(n)
         .parallel(h)
         .parallel(io)
-        .vectorize(d, vw, guard);
-    acc.compute_at(out, io).vectorize(d, vw, guard);
-    acc.update()
-        .split(d, dO, di, 2 * vw, guard)
-        .split(i, io, ii, 4, guard)
-        .reorder(di, ii, rj.x, dO, io)
-        .vectorize(di, vw, guard)
+        .vectorize(di, vw)
         .unroll(di)
-        .unroll(ii);
+        .unroll(iti);
+    // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
+    acc.compute_at(out, d_o)
+        .bound_storage(d, 2 * vw)
+        .bound_storage(i, 4)
+        .store_in(MemoryType::Stack)
+        .vectorize(d, vw, guard)
+        .unroll(d)
+        .unroll(i);
+    acc.update().reorder(d, i, rj.x).vectorize(d, vw, guard).unroll(d).unroll(i);
 }
 
 inline void schedule_head_mean(Halide::Func mean, Halide::Func total, Halide::Var j, Halide::Var i, Halide::Var n,
                                int vector_width) {
     using namespace Halide;
-    Var t("t");
-    mean.fuse(i, n, t).parallel(t).vectorize(j, vector_width, TailStrategy::GuardWithIf);
-    total.compute_at(mean, t).vectorize(j, vector_width, TailStrategy::GuardWithIf);
+    mean.parallel(n).parallel(i).vectorize(j, vector_width, TailStrategy::GuardWithIf);
+    total.compute_at(mean, i).vectorize(j, vector_width, TailStrategy::GuardWithIf);
     total.update().vectorize(j, vector_width, TailStrategy::GuardWithIf);
 }
 

@@ -1,8 +1,12 @@
-// CPU schedule for the fused SDPA. Parallel over batch, head and query block (nested:
-// fusing them would blur bounds inference of the masks); inside it the online-softmax scan walks key blocks, and every
-// per-block Func (transposed keys, scores, exponentials, block sums, P.V) lives
-// in a key_block x query_block scratch tile computed at the scan's step, so
-// memory is O(key_block x query_block) per thread whatever L and S are.
+// CPU schedule for the fused SDPA. Parallel over batch and head (nested, not
+// fused: fusing would blur bounds inference of the masks); keys are transposed
+// once per head; then for each query block the online-softmax scan walks key
+// blocks, and every per-block Func (scores, exponentials, block sums, P.V)
+// lives in a key_block x query_block scratch computed at the scan's step, so
+// memory is O(S' x D + key_block x query_block) per thread whatever L is.
+// The two matmuls (Q.K^T and P.V) accumulate in register tiles of
+// 2 vectors x 4 queries: a wrapper Func owns the block, the reduction Func is
+// computed per tile so LLVM keeps its accumulators in registers.
 #pragma once
 
 #include "Halide.h"
@@ -21,48 +25,72 @@ struct SdpaFuncs {
 };
 
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
-                          Halide::RDom rb, const SdpaParams &prm) {
+                          Halide::RDom rb, Halide::Expr has_masks, const SdpaParams &prm) {
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), di("di"), jo("jo"), ji("ji");
+    Var io("io"), ii("ii"), jo("jo"), ji("ji"), d_o("d_o"), di("di"), it("it"), iti("iti");
 
     f.out.split(v.i, io, ii, prm.query_block, guard)
         .reorder(v.d, ii, io, v.h, v.n)
         .parallel(v.n)
         .parallel(v.h)
-        .parallel(io)
         .vectorize(v.d, vw, guard);
+
+    f.sc.kt.compute_at(f.out, v.h).vectorize(v.j, vw, guard);
 
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
     f.state.update().reorder(v.d, v.i, rb, v.h, v.n).vectorize(v.d, vw, guard);
 
-    // Per key block: scores as a small GEMM (keys vectorized, 4 queries unrolled).
-    f.sc.kt.compute_at(f.state, rb).vectorize(v.j, vw, guard);
-    f.sc.dot.compute_at(f.state, rb).vectorize(v.j, vw, guard);
-    RVar rd(f.sc.rd.x);
+    // Scores of one key block: register-tiled Q.K^T; without masks the mask
+    // loads are specialized away.
+    f.score.compute_at(f.state, rb);
+    for (Stage s : {f.score.specialize(!has_masks), Stage(f.score)}) {
+        s.split(v.j, jo, ji, 2 * vw, guard)
+            .split(v.i, it, iti, 4, guard)
+            .reorder(ji, iti, jo, it)
+            .vectorize(ji, vw)
+            .unroll(ji)
+            .unroll(iti);
+    }
+    // Register tiles have a constant-size allocation even where the last tile is partial.
+    f.sc.dot.compute_at(f.score, jo)
+        .bound_storage(v.j, 2 * vw)
+        .bound_storage(v.i, 4)
+        .store_in(MemoryType::Stack)
+        .vectorize(v.j, vw, TailStrategy::RoundUp)
+        .unroll(v.j)
+        .unroll(v.i);
     f.sc.dot.update()
-        .split(v.j, jo, ji, 2 * vw, guard)
-        .split(v.i, io, ii, 4, guard)
-        .reorder(ji, ii, rd, jo, io)
-        .vectorize(ji, vw, guard)
-        .unroll(ji)
-        .unroll(ii);
-    f.score.compute_at(f.state, rb).vectorize(v.j, vw, guard);
+        .reorder(v.j, v.i, f.sc.rd.x)
+        .vectorize(v.j, vw, TailStrategy::RoundUp)
+        .unroll(v.j)
+        .unroll(v.i);
+
     f.block_max.compute_at(f.state, rb);
     f.block_max.update().vectorize(v.i, vw, guard);
     f.p.compute_at(f.state, rb).vectorize(jj, vw, guard);
     f.block_sum.compute_at(f.state, rb);
     f.block_sum.update().vectorize(v.i, vw, guard);
-    RVar rjv(rj.x);
-    f.block_pv.compute_at(f.state, rb).vectorize(v.d, vw, guard);
-    f.block_pv.update()
-        .split(v.d, v.d, di, 2 * vw, guard)
-        .split(v.i, io, ii, 4, guard)
-        .reorder(di, ii, rjv, v.d, io)
-        .vectorize(di, vw, guard)
+
+    // P.V of one key block: register-tiled through a wrapper.
+    Func pv_tile = f.block_pv.in(f.state);
+    pv_tile.compute_at(f.state, rb)
+        .split(v.d, d_o, di, 2 * vw, guard)
+        .split(v.i, it, iti, 4, guard)
+        .reorder(di, iti, d_o, it)
+        .vectorize(di, vw)
         .unroll(di)
-        .unroll(ii);
+        .unroll(iti);
+    // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
+    f.block_pv.compute_at(pv_tile, d_o)
+        .bound_storage(v.d, 2 * vw)
+        .bound_storage(v.i, 4)
+        .store_in(MemoryType::Stack)
+        .vectorize(v.d, vw, guard)
+        .unroll(v.d)
+        .unroll(v.i);
+    f.block_pv.update().reorder(v.d, v.i, rj.x).vectorize(v.d, vw, guard).unroll(v.d).unroll(v.i);
 }
 
 }  // namespace hmha_gen::schedules::cpu
