@@ -1,8 +1,10 @@
 // The thin runtime: validate (SPEC.md §3), describe the user's tensors to the
 // generated kernels as strided Halide views (no layout copies), dispatch.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -343,34 +345,42 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Projections. q and the attention output keep the caller's row order; keys
     // and values are laid out as (S', N, E) or (N, S', E) so that the appended
     // positions (bias_kv, zero_attn) follow the real ones.
-    std::vector<float> qp((size_t)(L * N * E)), attn((size_t)(L * N * E));
-    std::vector<float> kp((size_t)(Sk * N * E), 0.0f), vp((size_t)(Sk * N * E), 0.0f);
-    project(ks, m.q, query.f32(), L * N, E, qp.data(), E);
+    // Scratch is left uninitialised: every element is written by a kernel, except
+    // the appended key/value rows, which are filled below.
+    auto scratch = [](int64_t n) { return std::unique_ptr<float[]>(new float[(size_t)std::max<int64_t>(n, 1)]); };
+    auto qp = scratch(L * N * E), attn = scratch(L * N * E), kp = scratch(Sk * N * E), vp = scratch(Sk * N * E);
+    project(ks, m.q, query.f32(), L * N, E, qp.get(), E);
     const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
     if (S > 0) {
         if (kv_batch == 1 || Sk == S) {
-            project(ks, m.k, key.f32(), S * N, o.kdim, kp.data(), E);
-            project(ks, m.v, value.f32(), S * N, o.vdim, vp.data(), E);
+            project(ks, m.k, key.f32(), S * N, o.kdim, kp.get(), E);
+            project(ks, m.v, value.f32(), S * N, o.vdim, vp.get(), E);
         } else {
             for (int64_t n = 0; n < N; n++) {
-                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp.data() + n * Sk * E, E);
-                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp.data() + n * Sk * E, E);
+                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp.get() + n * Sk * E, E);
+                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp.get() + n * Sk * E, E);
             }
         }
     }
-    if (o.add_bias_kv) {
-        for (int64_t n = 0; n < N; n++) {
-            size_t row = (size_t)((S * kv_pos + n * kv_batch) * E);
-            std::memcpy(&kp[row], m.bias_k.data(), (size_t)E * sizeof(float));
-            std::memcpy(&vp[row], m.bias_v.data(), (size_t)E * sizeof(float));
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t s = S; s < Sk; s++) {
+            const size_t row = (size_t)((s * kv_pos + n * kv_batch) * E), bytes = (size_t)E * sizeof(float);
+            const bool bias_row = o.add_bias_kv && s == S;  // then zero_attn's row, if any
+            if (bias_row) {
+                std::memcpy(&kp[row], m.bias_k.data(), bytes);
+                std::memcpy(&vp[row], m.bias_v.data(), bytes);
+            } else {
+                std::memset(&kp[row], 0, bytes);
+                std::memset(&vp[row], 0, bytes);
+            }
         }
-    }  // zero_attn rows are already zero.
+    }
 
     // Head views (D, H, L|S', N) of the projected rows.
-    auto qv = view(qp.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto av = view(attn.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto kv = view(kp.data(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
-    auto vv = view(vp.data(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    auto qv = view(qp.get(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto av = view(attn.get(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto kv = view(kp.get(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    auto vv = view(vp.get(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
 
     // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
     // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
@@ -407,6 +417,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
 
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
+        std::fill(attn.get(), attn.get() + L * N * E, 0.0f);
     } else if (!f.need_weights) {
         // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
         // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
@@ -434,7 +445,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             check_status("head_mean", ks.head_mean(wv.raw_buffer(), mv.raw_buffer()));
         }
     }
-    project(ks, m.o, attn.data(), L * N, E, result.attn_output.f32(), E);
+    project(ks, m.o, attn.get(), L * N, E, result.attn_output.f32(), E);
     return result;
 }
 

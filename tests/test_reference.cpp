@@ -1,0 +1,357 @@
+// hmha::MultiheadAttention::forward against the independent float64 reference
+// (reference.cpp) over many seeded random configurations: odd sizes, every
+// feature and mask combination, and a few large shapes. The generator is a
+// fixed-seed std::mt19937 and every failure prints its configuration and seed,
+// so a failure reproduces by running that one case.
+#include "reference.h"
+
+#include <catch2/catch.hpp>
+#include <hmha/hmha.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+namespace {
+
+enum class Layout { SeqFirst, BatchFirst, Unbatched };
+enum class MaskKind { None, Bool2D, Float2D, Bool3D, Float3D };
+enum class PadKind { None, Bool, Float };
+enum class Weights { None, Averaged, PerHead };
+
+const char *name(Layout l) {
+    return l == Layout::SeqFirst ? "seq_first" : l == Layout::BatchFirst ? "batch_first" : "unbatched";
+}
+const char *name(MaskKind m) {
+    const char *names[] = {"none", "bool2d", "float2d", "bool3d", "float3d"};
+    return names[(int)m];
+}
+const char *name(PadKind p) { return p == PadKind::None ? "none" : p == PadKind::Bool ? "bool" : "float"; }
+const char *name(Weights w) { return w == Weights::None ? "none" : w == Weights::Averaged ? "avg" : "per_head"; }
+
+struct Case {
+    int64_t E = 8, H = 2, L = 3, S = 3, N = 2;
+    int64_t kdim = 0, vdim = 0;  // 0: embed_dim, as in Options
+    bool bias = true, add_bias_kv = false, add_zero_attn = false;
+    Layout layout = Layout::SeqFirst;
+    MaskKind mask = MaskKind::None;
+    PadKind pad = PadKind::None;
+    bool causal = false;
+    Weights weights = Weights::Averaged;
+    bool self_attention = false;  // query, key and value are one tensor (aliasing)
+    bool unbatched_batch_first = false;  // Options.batch_first with unbatched inputs (must be ignored)
+    double hide_p = 0.25;         // chance that a mask element hides its key
+
+    std::string describe() const {
+        std::ostringstream s;
+        s << "E=" << E << " H=" << H << " L=" << L << " S=" << S << " N=" << N << " kdim=" << kdim
+          << " vdim=" << vdim << " bias=" << bias << " add_bias_kv=" << add_bias_kv
+          << " add_zero_attn=" << add_zero_attn << " layout=" << name(layout) << " attn_mask=" << name(mask)
+          << " key_padding_mask=" << name(pad) << " is_causal=" << causal << " need_weights=" << name(weights)
+          << " self_attention=" << self_attention << " unbatched_batch_first=" << unbatched_batch_first
+          << " hide_p=" << hide_p;
+        return s.str();
+    }
+};
+
+// Shape of a sequence tensor (query/key/value) in the case's layout.
+std::vector<int64_t> seq_shape(const Case &c, int64_t len, int64_t features) {
+    switch (c.layout) {
+    case Layout::SeqFirst: return {len, c.N, features};
+    case Layout::BatchFirst: return {c.N, len, features};
+    default: return {len, features};
+    }
+}
+
+// Bool masks hide with probability hide_p; float masks are -inf (hidden) with
+// probability hide_p / 2 and otherwise a moderate additive bias.
+hmha::Tensor random_mask(std::vector<int64_t> shape, bool is_bool, double hide_p, std::mt19937 &rng) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    if (is_bool) {
+        std::vector<uint8_t> v((size_t)n);
+        for (auto &b : v) b = u(rng) < hide_p ? 1 : 0;
+        return hmha::Tensor::from_bools(std::move(shape), v);
+    }
+    std::vector<float> v((size_t)n);
+    for (auto &x : v)
+        x = u(rng) < hide_p / 2 ? -std::numeric_limits<float>::infinity() : (float)(4.0 * u(rng) - 2.0);
+    return hmha::Tensor::from_floats(std::move(shape), v);
+}
+
+std::vector<uint8_t> snapshot(const hmha::Tensor &t) {
+    if (t.numel() == 0) return {};
+    const uint8_t *p = t.dtype() == hmha::DType::Bool ? t.bytes() : (const uint8_t *)t.f32();
+    return std::vector<uint8_t>(p, p + t.nbytes());
+}
+
+// Builds the case's module and inputs from `seed`, runs the runtime and the
+// reference, and checks outputs, weights and that the inputs were not written.
+void run_case(const Case &c, uint32_t seed) {
+    INFO(c.describe() << " seed=" << seed);
+    std::mt19937 rng(seed);
+    hmha::Options o;
+    o.embed_dim = c.E;
+    o.num_heads = c.H;
+    o.bias = c.bias;
+    o.add_bias_kv = c.add_bias_kv;
+    o.add_zero_attn = c.add_zero_attn;
+    o.kdim = c.kdim;
+    o.vdim = c.vdim;
+    o.batch_first = c.layout == Layout::BatchFirst || (c.layout == Layout::Unbatched && c.unbatched_batch_first);
+    const int64_t kdim = c.kdim ? c.kdim : c.E, vdim = c.vdim ? c.vdim : c.E;
+    const auto sd = random_state_dict(o, rng);
+
+    hmha::Tensor q = random_tensor(seq_shape(c, c.L, c.E), rng);
+    hmha::Tensor k = c.self_attention ? q : random_tensor(seq_shape(c, c.S, kdim), rng);
+    hmha::Tensor v = c.self_attention ? q : random_tensor(seq_shape(c, c.S, vdim), rng);
+
+    hmha::ForwardOptions fo;
+    const bool unbatched = c.layout == Layout::Unbatched;
+    if (c.mask != MaskKind::None) {
+        const bool three = c.mask == MaskKind::Bool3D || c.mask == MaskKind::Float3D;
+        const bool is_bool = c.mask == MaskKind::Bool2D || c.mask == MaskKind::Bool3D;
+        std::vector<int64_t> shape{c.L, c.S};
+        if (three) shape.insert(shape.begin(), unbatched ? c.H : c.N * c.H);
+        fo.attn_mask = random_mask(shape, is_bool, c.hide_p, rng);
+    }
+    if (c.pad != PadKind::None) {
+        fo.key_padding_mask = random_mask(unbatched ? std::vector<int64_t>{c.S} : std::vector<int64_t>{c.N, c.S},
+                                          c.pad == PadKind::Bool, c.hide_p, rng);
+    }
+    fo.is_causal = c.causal;
+    fo.need_weights = c.weights != Weights::None;
+    fo.average_attn_weights = c.weights != Weights::PerHead;
+
+    const auto q0 = snapshot(q), k0 = snapshot(k), v0 = snapshot(v);
+    const RefResult ref = reference_forward(o, sd, q, k, v, fo);
+    hmha::ForwardResult got;
+    try {
+        hmha::MultiheadAttention mha(o, sd);
+        got = mha.forward(q, k, v, fo);
+    } catch (const std::exception &e) {
+        FAIL_CHECK("forward threw: " << e.what());
+        return;
+    }
+    CHECK(compare_to_reference(got.attn_output, ref.out_shape, ref.out) == "");
+    REQUIRE(got.attn_output_weights.has_value() == ref.has_weights);
+    if (ref.has_weights) CHECK(compare_to_reference(*got.attn_output_weights, ref.w_shape, ref.weights) == "");
+    CHECK(snapshot(q) == q0);
+    CHECK(snapshot(k) == k0);
+    CHECK(snapshot(v) == v0);
+}
+
+template <class T>
+const T &pick(std::mt19937 &rng, const std::vector<T> &options) {
+    return options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
+}
+
+bool coin(std::mt19937 &rng, double p = 0.5) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; }
+
+// A random small configuration: L, S in {1, 3, 17, 65}, N in {1, 2, 3}, odd
+// head dims including 1 and 128, 1..8 heads. E is capped at 256 so that the
+// naive reference stays fast; larger E has its own test.
+Case random_case(std::mt19937 &rng) {
+    Case c;
+    const int64_t D = pick<int64_t>(rng, {1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 32, 64, 128});
+    c.H = std::uniform_int_distribution<int64_t>(1, 8)(rng);
+    while (c.H > 1 && c.H * D > 256) --c.H;
+    c.E = c.H * D;
+    c.L = pick<int64_t>(rng, {1, 3, 17, 65});
+    c.S = pick<int64_t>(rng, {1, 3, 17, 65});
+    c.N = pick<int64_t>(rng, {1, 2, 3});
+    if (coin(rng, 0.3)) {
+        c.kdim = pick<int64_t>(rng, {1, 3, 7, 17, 40});
+        c.vdim = pick<int64_t>(rng, {0, 1, 5, 17, 33});
+    }
+    c.bias = coin(rng, 0.7);
+    c.add_bias_kv = coin(rng, 0.3);
+    c.add_zero_attn = coin(rng, 0.3);
+    c.layout = pick<Layout>(rng, {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched});
+    c.mask = pick<MaskKind>(rng, {MaskKind::None, MaskKind::Bool2D, MaskKind::Float2D, MaskKind::Bool3D,
+                                  MaskKind::Float3D});
+    c.pad = pick<PadKind>(rng, {PadKind::None, PadKind::Bool, PadKind::Float});
+    c.causal = coin(rng, 0.3);
+    c.weights = pick<Weights>(rng, {Weights::None, Weights::Averaged, Weights::PerHead});
+    c.hide_p = pick<double>(rng, {0.1, 0.25, 0.5});
+    c.self_attention = c.kdim == 0 && c.vdim == 0 && c.L == c.S && coin(rng, 0.3);
+    c.unbatched_batch_first = c.layout == Layout::Unbatched && coin(rng);
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("reference: 300 seeded random configurations match the float64 reference", "[reference]") {
+    std::mt19937 rng(20240601);
+    for (uint32_t i = 0; i < 300; ++i) run_case(random_case(rng), 1000 + i);
+}
+
+TEST_CASE("reference: every attn_mask x key_padding_mask x is_causal x layout combination", "[reference]") {
+    std::mt19937 rng(7);
+    uint32_t seed = 5000;
+    for (MaskKind m : {MaskKind::None, MaskKind::Bool2D, MaskKind::Float2D, MaskKind::Bool3D, MaskKind::Float3D})
+        for (PadKind p : {PadKind::None, PadKind::Bool, PadKind::Float})
+            for (bool causal : {false, true})
+                for (Layout l : {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched}) {
+                    Case c = random_case(rng);
+                    c.mask = m;
+                    c.pad = p;
+                    c.causal = causal;
+                    c.layout = l;
+                    c.self_attention = false;
+                    run_case(c, seed++);
+                }
+}
+
+TEST_CASE("reference: every bias x add_bias_kv x add_zero_attn x kdim/vdim x need_weights combination",
+          "[reference]") {
+    std::mt19937 rng(11);
+    uint32_t seed = 6000;
+    const std::vector<std::pair<int64_t, int64_t>> dims{{0, 0}, {5, 0}, {0, 3}, {7, 17}};
+    for (bool bias : {false, true})
+        for (bool bias_kv : {false, true})
+            for (bool zero_attn : {false, true})
+                for (auto [kdim, vdim] : dims)
+                    for (Weights w : {Weights::None, Weights::Averaged, Weights::PerHead}) {
+                        Case c = random_case(rng);
+                        c.bias = bias;
+                        c.add_bias_kv = bias_kv;
+                        c.add_zero_attn = zero_attn;
+                        c.kdim = kdim;
+                        c.vdim = vdim;
+                        c.weights = w;
+                        c.self_attention = false;
+                        run_case(c, seed++);
+                    }
+}
+
+TEST_CASE("reference: head_dim 1..128 with 1..8 heads unmasked and masked", "[reference]") {
+    uint32_t seed = 7000;
+    for (int64_t D : {1, 2, 3, 5, 8, 15, 16, 17, 33, 63, 64, 65, 127, 128})
+        for (int64_t H : {1, 3, 8}) {
+            if (H * D > 512) continue;  // covered by the large test
+            Case c;
+            c.H = H;
+            c.E = H * D;
+            c.L = 17;
+            c.S = 65;
+            c.N = 2;
+            run_case(c, seed++);
+            c.mask = MaskKind::Float3D;
+            c.pad = PadKind::Bool;
+            c.causal = true;
+            c.weights = Weights::PerHead;
+            c.layout = Layout::BatchFirst;
+            run_case(c, seed++);
+        }
+}
+
+TEST_CASE("reference: S much larger than L and L much larger than S", "[reference]") {
+    uint32_t seed = 7500;
+    for (auto [L, S] : std::vector<std::pair<int64_t, int64_t>>{{1, 200}, {200, 1}, {2, 129}, {129, 2}})
+        for (bool causal : {false, true}) {
+            Case c;
+            c.E = 24;
+            c.H = 3;
+            c.L = L;
+            c.S = S;
+            c.N = 2;
+            c.causal = causal;
+            c.pad = PadKind::Bool;
+            c.hide_p = 0.1;
+            c.weights = Weights::PerHead;
+            run_case(c, seed++);
+        }
+}
+
+TEST_CASE("reference: large configurations (E up to 1024 and L or S up to 700)", "[reference][large]") {
+    Case c;
+    c.E = 512;
+    c.H = 8;
+    c.L = 257;
+    c.S = 257;
+    c.N = 2;
+    run_case(c, 9001);
+
+    c.mask = MaskKind::Bool3D;
+    c.hide_p = 0.1;
+    c.causal = true;
+    c.weights = Weights::PerHead;
+    c.layout = Layout::BatchFirst;
+    run_case(c, 9002);
+
+    c = Case{};
+    c.E = 256;
+    c.H = 4;
+    c.L = 129;
+    c.S = 257;
+    c.N = 1;
+    c.mask = MaskKind::Float2D;
+    c.pad = PadKind::Float;
+    c.add_bias_kv = true;
+    c.add_zero_attn = true;
+    c.weights = Weights::None;
+    run_case(c, 9003);
+
+    // The fused path (no weights) over several key blocks, with causal block
+    // skipping, both L = S and L < S, and padding.
+    c = Case{};
+    c.E = 256;
+    c.H = 4;
+    c.L = 513;
+    c.S = 513;
+    c.N = 1;
+    c.causal = true;
+    c.pad = PadKind::Bool;
+    c.hide_p = 0.05;
+    c.weights = Weights::None;
+    c.layout = Layout::BatchFirst;
+    run_case(c, 9005);
+    c.L = 300;
+    c.S = 700;
+    c.N = 2;
+    c.pad = PadKind::None;
+    c.mask = MaskKind::Float2D;
+    c.layout = Layout::SeqFirst;
+    run_case(c, 9006);
+
+    c = Case{};
+    c.E = 1024;
+    c.H = 16;
+    c.L = 65;
+    c.S = 33;
+    c.N = 1;
+    c.kdim = 96;
+    c.vdim = 80;
+    c.layout = Layout::Unbatched;
+    c.pad = PadKind::Bool;
+    c.hide_p = 0.1;
+    run_case(c, 9004);
+}
+
+TEST_CASE("reference: Options::from_state_dict reads embed_dim kdim vdim bias and add_bias_kv", "[reference]") {
+    std::mt19937 rng(3);
+    for (int i = 0; i < 40; ++i) {
+        const Case c = random_case(rng);
+        hmha::Options o;
+        o.embed_dim = c.E;
+        o.num_heads = c.H;
+        o.bias = coin(rng);
+        o.add_bias_kv = coin(rng);
+        o.kdim = c.kdim;
+        o.vdim = c.vdim;
+        const auto sd = random_state_dict(o, rng);
+        INFO(c.describe() << " bias=" << o.bias << " add_bias_kv=" << o.add_bias_kv);
+        hmha::Options got;
+        REQUIRE_NOTHROW(got = hmha::Options::from_state_dict(sd, c.H));
+        CHECK(got.embed_dim == c.E);
+        CHECK(got.num_heads == c.H);
+        // kdim/vdim may come back as 0 ("embed_dim") or as the number itself.
+        CHECK((got.kdim ? got.kdim : got.embed_dim) == (c.kdim ? c.kdim : c.E));
+        CHECK((got.vdim ? got.vdim : got.embed_dim) == (c.vdim ? c.vdim : c.E));
+        CHECK(got.bias == o.bias);
+        CHECK(got.add_bias_kv == o.add_bias_kv);
+    }
+}
