@@ -156,8 +156,8 @@ RefResult reference_forward(const hmha::Options &opt, const std::map<std::string
     // ---- attention, one (n, h, query row) at a time ----
     const double scale = 1.0 / std::sqrt((double)D);
     const double ninf = -std::numeric_limits<double>::infinity();
-    std::vector<double> attn((size_t)(N * L * E), 0.0);          // heads concatenated, (N, L, E)
-    std::vector<double> w_all((size_t)(N * H * L * Sp), 0.0);    // per head, (N, H, L, S')
+    std::vector<double> attn((size_t)(N * L * E), 0.0);        // heads concatenated, (N, L, E)
+    std::vector<double> w_all((size_t)(N * H * L * Sp), 0.0);  // per head, (N, H, L, S')
     std::vector<double> score((size_t)Sp);
     std::vector<char> hidden((size_t)Sp);
     for (int64_t n = 0; n < N; ++n)
@@ -219,8 +219,9 @@ RefResult reference_forward(const hmha::Options &opt, const std::map<std::string
     const std::vector<double> y = linear(attn, N * L, E, wo, 0, E, bo);
 
     RefResult r;
-    r.out_shape = unbatched ? std::vector<int64_t>{L, E} : bf ? std::vector<int64_t>{N, L, E}
-                                                              : std::vector<int64_t>{L, N, E};
+    r.out_shape = unbatched ? std::vector<int64_t>{L, E}
+                  : bf      ? std::vector<int64_t>{N, L, E}
+                            : std::vector<int64_t>{L, N, E};
     r.out.assign((size_t)(N * L * E), 0.0);
     for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < L; ++i) {
@@ -262,8 +263,7 @@ std::string compare_to_reference(const hmha::Tensor &got, const std::vector<int6
         for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
         return r + ")";
     };
-    if (got.shape() != ref_shape)
-        return "shape " + shape_str(got.shape()) + ", reference " + shape_str(ref_shape);
+    if (got.shape() != ref_shape) return "shape " + shape_str(got.shape()) + ", reference " + shape_str(ref_shape);
     if (got.dtype() != hmha::DType::F32) return "dtype is not F32";
     if ((size_t)got.numel() != ref.size()) return "reference has " + std::to_string(ref.size()) + " elements";
     if (ref.empty()) return "";
@@ -290,8 +290,8 @@ std::string compare_to_reference(const hmha::Tensor &got, const std::vector<int6
     }
     if (!bad) return "";
     char head[160];
-    std::snprintf(head, sizeof head, "%zu of %zu elements out of tolerance (max abs err %.3g), first:", bad,
-                  ref.size(), worst);
+    std::snprintf(head, sizeof head, "%zu of %zu elements out of tolerance (max abs err %.3g), first:", bad, ref.size(),
+                  worst);
     return head + report;
 }
 

@@ -9,8 +9,8 @@
 // allocating anything.
 #include "reference.h"
 
-#include <catch2/catch.hpp>
 #include <hmha/hmha.h>
+#include <catch2/catch.hpp>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -47,28 +47,28 @@ std::string lower(std::string s) {
 }
 
 // Requires hmha::Error from `expr` whose message contains every needle.
-#define CHECK_ERROR_MENTIONS(expr, ...)                                                    \
-    do {                                                                                   \
-        const Outcome outcome_ = outcome_of([&] { (void)(expr); });                        \
-        INFO("expression: " #expr);                                                        \
-        INFO("message: " << outcome_.message);                                             \
-        CHECK(outcome_.hmha_error);                                                        \
-        for (const std::string &needle_ : std::vector<std::string>{__VA_ARGS__})           \
-            CHECK_THAT(outcome_.message, Catch::Matchers::Contains(needle_));              \
+#define CHECK_ERROR_MENTIONS(expr, ...)                                          \
+    do {                                                                         \
+        const Outcome outcome_ = outcome_of([&] { (void)(expr); });              \
+        INFO("expression: " #expr);                                              \
+        INFO("message: " << outcome_.message);                                   \
+        CHECK(outcome_.hmha_error);                                              \
+        for (const std::string &needle_ : std::vector<std::string>{__VA_ARGS__}) \
+            CHECK_THAT(outcome_.message, Catch::Matchers::Contains(needle_));    \
     } while (0)
 
 // Like CHECK_ERROR_MENTIONS, but one of the needles is enough (for values a
 // message may reasonably give either as a size or as an element count).
-#define CHECK_ERROR_MENTIONS_ANY(expr, ...)                                                \
-    do {                                                                                   \
-        const Outcome outcome_ = outcome_of([&] { (void)(expr); });                        \
-        INFO("expression: " #expr);                                                        \
-        INFO("message: " << outcome_.message);                                             \
-        CHECK(outcome_.hmha_error);                                                        \
-        bool found_ = false;                                                               \
-        for (const std::string &needle_ : std::vector<std::string>{__VA_ARGS__})           \
-            found_ = found_ || outcome_.message.find(needle_) != std::string::npos;        \
-        CHECK(found_);                                                                     \
+#define CHECK_ERROR_MENTIONS_ANY(expr, ...)                                         \
+    do {                                                                            \
+        const Outcome outcome_ = outcome_of([&] { (void)(expr); });                 \
+        INFO("expression: " #expr);                                                 \
+        INFO("message: " << outcome_.message);                                      \
+        CHECK(outcome_.hmha_error);                                                 \
+        bool found_ = false;                                                        \
+        for (const std::string &needle_ : std::vector<std::string>{__VA_ARGS__})    \
+            found_ = found_ || outcome_.message.find(needle_) != std::string::npos; \
+        CHECK(found_);                                                              \
     } while (0)
 
 // Address space that faults on any access. Reserving it costs no memory, so it
@@ -199,8 +199,7 @@ TEST_CASE("errors: wrong weight shapes or dtypes name the tensor with expected a
         sd[name] = poison().tensor(std::move(shape));
         return sd;
     };
-    CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, with("in_proj_weight", {36, 13})), "in_proj_weight", "36",
-                         "13");
+    CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, with("in_proj_weight", {36, 13})), "in_proj_weight", "36", "13");
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, with("in_proj_weight", {12, 36})), "in_proj_weight", "36");
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, with("in_proj_bias", {37})), "in_proj_bias", "36", "37");
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, with("out_proj.weight", {12, 11})), "out_proj.weight", "11");
@@ -270,7 +269,13 @@ TEST_CASE("errors: query key and value of the wrong rank or dtype or feature siz
     CHECK_ERROR_MENTIONS(mha.forward(q, k, T({5, 2, 8}, hmha::DType::Bool)), "value");
 
     // A tensor that claims elements but has no data.
-    CHECK_ERROR_MENTIONS(mha.forward(hmha::Tensor::wrap(nullptr, {3, 2, 8}), k, k), "query");
+    CHECK_ERROR_MENTIONS(mha.forward(hmha::Tensor::wrap(nullptr, {3, 2, 8}), k, k), "query", "(3, 2, 8)");
+    CHECK_ERROR_MENTIONS(mha.forward(q, k, hmha::Tensor::wrap(nullptr, {5, 2, 8})), "value", "(5, 2, 8)");
+    {
+        hmha::ForwardOptions f;
+        f.attn_mask = hmha::Tensor::wrap(nullptr, {3, 5}, hmha::DType::Bool);
+        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, f), "attn_mask", "(3, 5)");
+    }
 
     // kdim / vdim modules check against their own dims.
     hmha::Options kv = opts(8, 2);
@@ -322,25 +327,21 @@ TEST_CASE("errors: attn_mask and key_padding_mask of the wrong shape", "[errors]
         INFO("dtype " << hmha::to_string(dt));
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({6, 5}, dt))), "attn_mask", "(3, 5)", "(6, 5)");
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({3, 9}, dt))), "attn_mask", "(3, 5)", "(3, 9)");
-        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({7, 3, 5}, dt))), "attn_mask", "(4, 3, 5)",
-                             "(7, 3, 5)");
+        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({7, 3, 5}, dt))), "attn_mask", "(4, 3, 5)", "(7, 3, 5)");
         // H instead of N*H for a batched input.
-        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({2, 3, 5}, dt))), "attn_mask", "(4, 3, 5)",
-                             "(2, 3, 5)");
+        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({2, 3, 5}, dt))), "attn_mask", "(4, 3, 5)", "(2, 3, 5)");
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({4, 3, 6}, dt))), "attn_mask", "(4, 3, 6)");
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({5}, dt))), "attn_mask", "(5");
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_mask(T({2, 2, 3, 5}, dt))), "attn_mask", "(2, 2, 3, 5)");
         // Unbatched: (H, L, S) with H = 2.
-        CHECK_ERROR_MENTIONS(mha.forward(T({3, 8}), T({5, 8}), T({5, 8}), with_mask(T({4, 3, 5}, dt))),
-                             "attn_mask", "(2, 3, 5)", "(4, 3, 5)");
+        CHECK_ERROR_MENTIONS(mha.forward(T({3, 8}), T({5, 8}), T({5, 8}), with_mask(T({4, 3, 5}, dt))), "attn_mask",
+                             "(2, 3, 5)", "(4, 3, 5)");
 
-        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_pad(T({2, 6}, dt))), "key_padding_mask", "(2, 5)",
-                             "(2, 6)");
-        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_pad(T({5, 2}, dt))), "key_padding_mask", "(2, 5)",
-                             "(5, 2)");
+        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_pad(T({2, 6}, dt))), "key_padding_mask", "(2, 5)", "(2, 6)");
+        CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_pad(T({5, 2}, dt))), "key_padding_mask", "(2, 5)", "(5, 2)");
         CHECK_ERROR_MENTIONS(mha.forward(q, k, k, with_pad(T({5}, dt))), "key_padding_mask", "(2, 5)", "(5");
-        CHECK_ERROR_MENTIONS(mha.forward(T({3, 8}), T({5, 8}), T({5, 8}), with_pad(T({1, 5}, dt))),
-                             "key_padding_mask", "(5", "(1, 5)");
+        CHECK_ERROR_MENTIONS(mha.forward(T({3, 8}), T({5, 8}), T({5, 8}), with_pad(T({1, 5}, dt))), "key_padding_mask",
+                             "(5", "(1, 5)");
     }
     // hmha::DType has only F32 and Bool, the two dtypes masks accept, so a
     // wrong mask dtype cannot be expressed through this API (the CLI checks
@@ -396,8 +397,7 @@ TEST_CASE("errors: sizes that overflow int32 indexing are rejected before any da
         sd["in_proj_bias"] = poison().tensor({150000});
         sd["out_proj.weight"] = big.tensor({50000, 50000});
         sd["out_proj.bias"] = poison().tensor({50000});
-        CHECK_ERROR_MENTIONS_ANY(hmha::MultiheadAttention(opts(50000, 1), sd), "50000", "2500000000",
-                                 "7500000000");
+        CHECK_ERROR_MENTIONS_ANY(hmha::MultiheadAttention(opts(50000, 1), sd), "50000", "2500000000", "7500000000");
     }
 
     const hmha::Options o = opts(4, 1);

@@ -5,8 +5,8 @@
 // so a failure reproduces by running that one case.
 #include "reference.h"
 
-#include <catch2/catch.hpp>
 #include <hmha/hmha.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -27,8 +27,12 @@ const char *name(MaskKind m) {
     const char *names[] = {"none", "bool2d", "float2d", "bool3d", "float3d"};
     return names[(int)m];
 }
-const char *name(PadKind p) { return p == PadKind::None ? "none" : p == PadKind::Bool ? "bool" : "float"; }
-const char *name(Weights w) { return w == Weights::None ? "none" : w == Weights::Averaged ? "avg" : "per_head"; }
+const char *name(PadKind p) {
+    return p == PadKind::None ? "none" : p == PadKind::Bool ? "bool" : "float";
+}
+const char *name(Weights w) {
+    return w == Weights::None ? "none" : w == Weights::Averaged ? "avg" : "per_head";
+}
 
 struct Case {
     int64_t E = 8, H = 2, L = 3, S = 3, N = 2;
@@ -39,18 +43,17 @@ struct Case {
     PadKind pad = PadKind::None;
     bool causal = false;
     Weights weights = Weights::Averaged;
-    bool self_attention = false;  // query, key and value are one tensor (aliasing)
+    bool self_attention = false;         // query, key and value are one tensor (aliasing)
     bool unbatched_batch_first = false;  // Options.batch_first with unbatched inputs (must be ignored)
-    double hide_p = 0.25;         // chance that a mask element hides its key
+    double hide_p = 0.25;                // chance that a mask element hides its key
 
     std::string describe() const {
         std::ostringstream s;
-        s << "E=" << E << " H=" << H << " L=" << L << " S=" << S << " N=" << N << " kdim=" << kdim
-          << " vdim=" << vdim << " bias=" << bias << " add_bias_kv=" << add_bias_kv
-          << " add_zero_attn=" << add_zero_attn << " layout=" << name(layout) << " attn_mask=" << name(mask)
-          << " key_padding_mask=" << name(pad) << " is_causal=" << causal << " need_weights=" << name(weights)
-          << " self_attention=" << self_attention << " unbatched_batch_first=" << unbatched_batch_first
-          << " hide_p=" << hide_p;
+        s << "E=" << E << " H=" << H << " L=" << L << " S=" << S << " N=" << N << " kdim=" << kdim << " vdim=" << vdim
+          << " bias=" << bias << " add_bias_kv=" << add_bias_kv << " add_zero_attn=" << add_zero_attn
+          << " layout=" << name(layout) << " attn_mask=" << name(mask) << " key_padding_mask=" << name(pad)
+          << " is_causal=" << causal << " need_weights=" << name(weights) << " self_attention=" << self_attention
+          << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p;
         return s.str();
     }
 };
@@ -58,9 +61,12 @@ struct Case {
 // Shape of a sequence tensor (query/key/value) in the case's layout.
 std::vector<int64_t> seq_shape(const Case &c, int64_t len, int64_t features) {
     switch (c.layout) {
-    case Layout::SeqFirst: return {len, c.N, features};
-    case Layout::BatchFirst: return {c.N, len, features};
-    default: return {len, features};
+        case Layout::SeqFirst:
+            return {len, c.N, features};
+        case Layout::BatchFirst:
+            return {c.N, len, features};
+        default:
+            return {len, features};
     }
 }
 
@@ -76,8 +82,7 @@ hmha::Tensor random_mask(std::vector<int64_t> shape, bool is_bool, double hide_p
         return hmha::Tensor::from_bools(std::move(shape), v);
     }
     std::vector<float> v((size_t)n);
-    for (auto &x : v)
-        x = u(rng) < hide_p / 2 ? -std::numeric_limits<float>::infinity() : (float)(4.0 * u(rng) - 2.0);
+    for (auto &x : v) x = u(rng) < hide_p / 2 ? -std::numeric_limits<float>::infinity() : (float)(4.0 * u(rng) - 2.0);
     return hmha::Tensor::from_floats(std::move(shape), v);
 }
 
@@ -148,7 +153,9 @@ const T &pick(std::mt19937 &rng, const std::vector<T> &options) {
     return options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
 }
 
-bool coin(std::mt19937 &rng, double p = 0.5) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; }
+bool coin(std::mt19937 &rng, double p = 0.5) {
+    return std::uniform_real_distribution<double>(0, 1)(rng) < p;
+}
 
 // A random small configuration: L, S in {1, 3, 17, 65}, N in {1, 2, 3}, odd
 // head dims including 1 and 128, 1..8 heads. E is capped at 256 so that the
@@ -170,8 +177,8 @@ Case random_case(std::mt19937 &rng) {
     c.add_bias_kv = coin(rng, 0.3);
     c.add_zero_attn = coin(rng, 0.3);
     c.layout = pick<Layout>(rng, {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched});
-    c.mask = pick<MaskKind>(rng, {MaskKind::None, MaskKind::Bool2D, MaskKind::Float2D, MaskKind::Bool3D,
-                                  MaskKind::Float3D});
+    c.mask =
+        pick<MaskKind>(rng, {MaskKind::None, MaskKind::Bool2D, MaskKind::Float2D, MaskKind::Bool3D, MaskKind::Float3D});
     c.pad = pick<PadKind>(rng, {PadKind::None, PadKind::Bool, PadKind::Float});
     c.causal = coin(rng, 0.3);
     c.weights = pick<Weights>(rng, {Weights::None, Weights::Averaged, Weights::PerHead});
@@ -205,8 +212,7 @@ TEST_CASE("reference: every attn_mask x key_padding_mask x is_causal x layout co
                 }
 }
 
-TEST_CASE("reference: every bias x add_bias_kv x add_zero_attn x kdim/vdim x need_weights combination",
-          "[reference]") {
+TEST_CASE("reference: every bias x add_bias_kv x add_zero_attn x kdim/vdim x need_weights combination", "[reference]") {
     std::mt19937 rng(11);
     uint32_t seed = 6000;
     const std::vector<std::pair<int64_t, int64_t>> dims{{0, 0}, {5, 0}, {0, 3}, {7, 17}};

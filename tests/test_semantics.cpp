@@ -5,12 +5,14 @@
 // reference as well.
 #include "reference.h"
 
-#include <catch2/catch.hpp>
 #include <hmha/hmha.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
 #include <random>
+
+#include <sys/resource.h>
 
 namespace {
 
@@ -151,8 +153,10 @@ TEST_CASE("semantics: bool attn_mask true means may NOT attend (weight exactly 0
                 for (int64_t j = 0; j < S; ++j) {
                     const float x = w.f32()[((n * H + h) * L + i) * S + j];
                     INFO("n " << n << " h " << h << " i " << i << " j " << j);
-                    if (m[(size_t)(i * S + j)]) CHECK(x == 0.0f);
-                    else CHECK(x > 0.0f);
+                    if (m[(size_t)(i * S + j)])
+                        CHECK(x == 0.0f);
+                    else
+                        CHECK(x > 0.0f);
                     sum += x;
                 }
                 CHECK(std::fabs(sum - 1.0) <= 1e-5);
@@ -174,6 +178,7 @@ TEST_CASE("semantics: bool mask bytes other than 0 and 1 count as true", "[seman
     hmha::ForwardOptions fo;
     fo.attn_mask = hmha::Tensor::wrap(am.data(), {L, S}, hmha::DType::Bool);
     fo.key_padding_mask = hmha::Tensor::wrap(pad.data(), {N, S}, hmha::DType::Bool);
+    const std::vector<uint8_t> am0 = am, pad0 = pad;
     const hmha::ForwardResult r = run_and_compare(o, sd, q, k, v, fo);
     const float *w = r.attn_output_weights->f32();
     for (int64_t n = 0; n < N; ++n)
@@ -182,7 +187,7 @@ TEST_CASE("semantics: bool mask bytes other than 0 and 1 count as true", "[seman
                 INFO("n " << n << " i " << i << " j " << j);
                 CHECK((am[(size_t)(i * S + j)] || pad[(size_t)(n * S + j)]) == (w[(n * L + i) * S + j] == 0.0f));
             }
-    const std::vector<uint8_t> am0 = am, pad0 = pad;
+    // The caller's mask bytes are not normalised in place.
     CHECK(am == am0);
     CHECK(pad == pad0);
 }
@@ -196,8 +201,8 @@ TEST_CASE("semantics: float attn_mask is added to the scaled scores", "[semantic
     const hmha::Tensor q({L, E});
     std::mt19937 rng(2);
     const hmha::Tensor kv = random_tensor({S, E}, rng);
-    const std::vector<float> mask{0.0f, 1.0f, 2.0f, -1.0f,  //
-                                  0.5f, 0.5f, 0.5f, 0.5f,   // uniform
+    const std::vector<float> mask{0.0f,  1.0f, 2.0f, -1.0f,  //
+                                  0.5f,  0.5f, 0.5f, 0.5f,   // uniform
                                   -kInf, 3.0f, 0.0f, -kInf};
     hmha::ForwardOptions fo;
     fo.attn_mask = hmha::Tensor::from_floats({L, S}, mask);
@@ -243,7 +248,8 @@ TEST_CASE("semantics: key_padding_mask and attn_mask both apply in every bool/fl
     };
     for (bool pad_bool : {true, false})
         for (bool am_bool : {true, false}) {
-            INFO("key_padding_mask " << (pad_bool ? "bool" : "float") << ", attn_mask " << (am_bool ? "bool" : "float"));
+            INFO("key_padding_mask " << (pad_bool ? "bool" : "float") << ", attn_mask "
+                                     << (am_bool ? "bool" : "float"));
             hmha::ForwardOptions fo;
             fo.key_padding_mask = pad_bool ? hmha::Tensor::from_bools({N, S}, pad) : as_float({N, S}, pad);
             fo.attn_mask = am_bool ? hmha::Tensor::from_bools({L, S}, am) : as_float({L, S}, am);
@@ -409,7 +415,7 @@ TEST_CASE("semantics: float masks at -FLT_MAX (finfo.min style) never give NaN o
     const hmha::Tensor q = random_tensor({L, N, E}, rng), k = random_tensor({S, N, E}, rng),
                        v = random_tensor({S, N, E}, rng);
     std::vector<float> pad((size_t)(N * S), 0.0f), am = values(random_tensor({L, S}, rng));
-    pad[0] = lowest;                                      // batch 0, key 0
+    pad[0] = lowest;                                                // batch 0, key 0
     for (int64_t j = 0; j < S; ++j) pad[(size_t)(S + j)] = lowest;  // batch 1, every key
     for (int64_t j = 0; j < S; ++j) am[(size_t)j] = lowest;         // row 0, every key
     hmha::ForwardOptions fo;
@@ -442,7 +448,7 @@ TEST_CASE("semantics: L = 0 gives empty outputs of the right shapes", "[semantic
         o.batch_first = layout == 1;
         const auto sd = random_state_dict(o, rng);
         auto shape = [&](int64_t len) {
-            return layout == 0 ? std::vector<int64_t>{len, N, E}
+            return layout == 0   ? std::vector<int64_t>{len, N, E}
                    : layout == 1 ? std::vector<int64_t>{N, len, E}
                                  : std::vector<int64_t>{len, E};
         };
@@ -484,8 +490,7 @@ TEST_CASE("semantics: S = 0 hides every row so output rows equal out_proj.bias",
     for (float x : values(r.attn_output)) CHECK(x == 0.0f);
 }
 
-TEST_CASE("semantics: S = 0 with add_bias_kv and add_zero_attn attends to the appended positions only",
-          "[semantics]") {
+TEST_CASE("semantics: S = 0 with add_bias_kv and add_zero_attn attends to the appended positions only", "[semantics]") {
     std::mt19937 rng(8);
     const int64_t E = 8, H = 2, L = 3, N = 2;
     for (auto [bias_kv, zero_attn] : std::vector<std::pair<bool, bool>>{{true, false}, {false, true}, {true, true}}) {
@@ -543,8 +548,7 @@ TEST_CASE("semantics: N = 0 gives empty outputs of the right shapes", "[semantic
         }
 }
 
-TEST_CASE("semantics: large logits (|score| ~ 1e4 and beyond) stay finite and match the reference",
-          "[semantics]") {
+TEST_CASE("semantics: large logits (|score| ~ 1e4 and beyond) stay finite and match the reference", "[semantics]") {
     // Integer queries and keys times 100 or 1000 with identity projections and
     // D = 4 (scale 1/2) make every score an exactly representable float (up to
     // ~1e7), so float32 and float64 see the same logits and only the softmax's
@@ -579,7 +583,8 @@ TEST_CASE("semantics: large logits (|score| ~ 1e4 and beyond) stay finite and ma
     // exact, so only finiteness and normalisation are checked.
     const hmha::Options o = options(16, 2);
     const auto sd = random_state_dict(o, rng);
-    const hmha::Tensor q = random_tensor({9, 2, 16}, rng, -1e3f, 1e3f), k = random_tensor({11, 2, 16}, rng, -1e3f, 1e3f);
+    const hmha::Tensor q = random_tensor({9, 2, 16}, rng, -1e3f, 1e3f),
+                       k = random_tensor({11, 2, 16}, rng, -1e3f, 1e3f);
     hmha::MultiheadAttention mha(o, sd);
     hmha::ForwardOptions fo;
     fo.average_attn_weights = false;
@@ -624,6 +629,36 @@ TEST_CASE("semantics: need_weights=false returns no weights and the same attn_ou
     }
 }
 
+TEST_CASE("semantics: need_weights=false does not materialize an L x S buffer", "[semantics]") {
+    // L = S = 8192 with one head: one float L x S buffer is 256 MiB, while
+    // everything the fused path needs (projections, per-row state) is under
+    // 1 MiB. Peak RSS can only hide a materialisation when an earlier test in
+    // the same process peaked higher, so this never fails spuriously.
+    std::mt19937 rng(16);
+    const int64_t E = 4, L = 8192, S = 8192;
+    const hmha::Options o = options(E, 1);
+    const auto sd = random_state_dict(o, rng);
+    const hmha::Tensor q = random_tensor({L, E}, rng), k = random_tensor({S, E}, rng);
+    hmha::ForwardOptions fo;
+    fo.need_weights = false;
+    fo.is_causal = true;
+    hmha::MultiheadAttention mha(o, sd);
+    auto peak_kib = [] {
+        rusage u{};
+        getrusage(RUSAGE_SELF, &u);
+        return (int64_t)u.ru_maxrss;
+    };
+    const int64_t before = peak_kib();
+    const hmha::ForwardResult r = mha.forward(q, k, k, fo);
+    const int64_t grown_mib = (peak_kib() - before) / 1024;
+    INFO("peak RSS grew by " << grown_mib << " MiB");
+    CHECK(grown_mib < 128);
+    CHECK_FALSE(r.attn_output_weights.has_value());
+    // The long fused rows are right, too (S = 8192 > the 4096 SPEC promises).
+    const RefResult ref = reference_forward(o, sd, q, k, k, fo);
+    CHECK(compare_to_reference(r.attn_output, ref.out_shape, ref.out) == "");
+}
+
 TEST_CASE("semantics: per-head weights average to the averaged weights", "[semantics]") {
     std::mt19937 rng(12);
     const int64_t E = 20, H = 5, L = 7, S = 6, N = 3;
@@ -643,9 +678,9 @@ TEST_CASE("semantics: per-head weights average to the averaged weights", "[seman
             for (int64_t i = 0; i < L * S; ++i)
                 mean[(size_t)(n * L * S + i)] += per.attn_output_weights->f32()[(n * H + h) * L * S + i] / (double)H;
     CHECK(compare_to_reference(*avg.attn_output_weights, {N, L, S}, mean) == "");
-    CHECK(compare_to_reference(per.attn_output, avg.attn_output.shape(),
-                               std::vector<double>(avg.attn_output.f32(), avg.attn_output.f32() + avg.attn_output.numel())) ==
-          "");
+    CHECK(compare_to_reference(
+              per.attn_output, avg.attn_output.shape(),
+              std::vector<double>(avg.attn_output.f32(), avg.attn_output.f32() + avg.attn_output.numel())) == "");
 }
 
 TEST_CASE("semantics: dropout is accepted and has no effect (eval mode)", "[semantics]") {

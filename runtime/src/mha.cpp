@@ -307,8 +307,13 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
     if (f.attn_mask) check_int32("attn_mask", f.attn_mask->numel());
     if (f.need_weights) check_int32("attn_output_weights per head (N*H*L*S')", g.N * g.H * g.L * g.keys());
     for (int64_t v : {g.L, g.S + g.extra, g.N, g.E}) check_int32("a dimension", v);
-    for (const auto *t : {&query, &key, &value}) {
-        if (!t->defined()) throw Error("query/key/value: tensor has no data");
+    std::vector<std::pair<const Tensor *, const char *>> data{{&query, "query"}, {&key, "key"}, {&value, "value"}};
+    if (f.key_padding_mask) data.emplace_back(&*f.key_padding_mask, "key_padding_mask");
+    if (f.attn_mask) data.emplace_back(&*f.attn_mask, "attn_mask");
+    for (const auto &[t, name] : data) {
+        if (!t->defined()) {
+            throw Error(std::string(name) + ": expected data for shape " + t->shape_str() + ", got a null pointer");
+        }
     }
     return g;
 }
