@@ -1,5 +1,6 @@
 // The need_weights=true path, part 2: out(d, h, i, n) = sum_j w(j, i, h, n) v(d, h, j, n).
 #include "Halide.h"
+#include "schedules/cpu/defaults.h"
 #include "schedules/cpu/attend.h"
 
 namespace hmha_gen {
@@ -9,7 +10,7 @@ using namespace Halide;
 class Attend : public Generator<Attend> {
 public:
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
-    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
 
     Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
     Input<Buffer<float, 4>> v{"v"};              // (D, H, S', N)
@@ -27,7 +28,9 @@ public:
         if (using_autoscheduler()) {
             return;
         }
-        schedules::cpu::schedule_attend(out, acc, d, i, h, n, rj, {query_block, vector_width});
+        schedules::cpu::schedule_attend(
+            out, acc, d, i, h, n, rj,
+            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:
@@ -38,7 +41,7 @@ private:
 // Averages per-head weights (S', L, H, N) over heads into (S', L, N).
 class HeadMean : public Generator<HeadMean> {
 public:
-    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     Input<Buffer<float, 4>> weights{"weights"};
     Output<Buffer<float, 3>> mean{"mean"};
 
@@ -53,7 +56,8 @@ public:
         if (using_autoscheduler()) {
             return;
         }
-        schedules::cpu::schedule_head_mean(mean, total, j, i, n, vector_width);
+        schedules::cpu::schedule_head_mean(
+            mean, total, j, i, n, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target())));
     }
 
 private:

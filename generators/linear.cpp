@@ -3,6 +3,7 @@
 // E-wide rows), so one kernel serves every layout. W arrives transposed (O, K)
 // once, at construction, so the schedule can vectorize over output features.
 #include "Halide.h"
+#include "schedules/cpu/defaults.h"
 #include "schedules/cpu/linear.h"
 
 namespace hmha_gen {
@@ -11,10 +12,11 @@ using namespace Halide;
 
 class Linear : public Generator<Linear> {
 public:
-    GeneratorParam<int> tile_o{"tile_o", 24, 1, 256};
+    // 0 = derived from the target (schedules/cpu/defaults.h).
+    GeneratorParam<int> tile_o{"tile_o", 0, 0, 256};
     GeneratorParam<int> tile_r{"tile_r", 32, 1, 1024};
     GeneratorParam<int> unroll_r{"unroll_r", 4, 1, 16};
-    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
     Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
@@ -35,7 +37,11 @@ public:
         if (using_autoscheduler()) {
             return;
         }
-        schedules::cpu::LinearParams p{tile_o, tile_r, unroll_r, vector_width};
+        using namespace schedules::cpu;
+        const Target t = get_target();
+        const int vw = or_default(vector_width, natural_vector_width(t));
+        // 16 (AVX2) or 32 (AVX-512, NEON) registers: 3 or 4 accumulator vectors per row.
+        LinearParams p{or_default(tile_o, (has_32_vector_registers(t) ? 4 : 3) * vw), tile_r, unroll_r, vw};
         schedules::cpu::schedule_linear(y, prod, o, r, rk, p);
     }
 

@@ -3,6 +3,7 @@
 // with the masks of attention_scores.h; fully hidden rows are 0, not NaN.
 #include "Halide.h"
 #include "generators/attention_scores.h"
+#include "schedules/cpu/defaults.h"
 #include "schedules/cpu/masked_softmax.h"
 
 namespace hmha_gen {
@@ -12,7 +13,7 @@ using namespace Halide;
 class MaskedSoftmax : public Generator<MaskedSoftmax> {
 public:
     GeneratorParam<int> query_block{"query_block", 8, 1, 4096};
-    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -59,7 +60,9 @@ public:
             return;
         }
         schedules::cpu::MaskedSoftmaxFuncs f{weights, row_max, row_sum, e, sc};
-        schedules::cpu::schedule_masked_softmax(f, v_, rj, has_masks, {query_block, vector_width});
+        schedules::cpu::schedule_masked_softmax(
+            f, v_, rj, has_masks,
+            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:

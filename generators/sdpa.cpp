@@ -8,6 +8,7 @@
 // Rows whose keys are all hidden produce 0 (SPEC.md §2), never NaN.
 #include "Halide.h"
 #include "generators/attention_scores.h"
+#include "schedules/cpu/defaults.h"
 #include "schedules/cpu/sdpa.h"
 
 namespace hmha_gen {
@@ -16,9 +17,9 @@ using namespace Halide;
 
 class Sdpa : public Generator<Sdpa> {
 public:
-    GeneratorParam<int> key_block{"key_block", 128, 1, 4096};
+    GeneratorParam<int> key_block{"key_block", 256, 1, 4096};
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
-    GeneratorParam<int> vector_width{"vector_width", 8, 1, 64};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N)
@@ -102,7 +103,8 @@ public:
             return;
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
-        schedules::cpu::SdpaParams prm{key_block, query_block, vector_width};
+        schedules::cpu::SdpaParams prm{key_block, query_block,
+                                       schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm);
     }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -85,10 +86,59 @@ void project(const KernelSet &ks, const Projection &p, const float *x, int64_t r
     check_status("linear", ks.linear(xb.raw_buffer(), wb.raw_buffer(), bb.raw_buffer(), yb.raw_buffer()));
 }
 
+// Grow-only scratch arenas, one per concurrent forward() call on a module.
+struct Workspace {
+    std::unique_ptr<float[]> data;
+    size_t capacity = 0;  // floats
+};
+
+class WorkspacePool {
+public:
+    std::unique_ptr<Workspace> acquire() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (free_.empty()) return std::make_unique<Workspace>();
+        auto w = std::move(free_.back());
+        free_.pop_back();
+        return w;
+    }
+    void release(std::unique_ptr<Workspace> w) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.push_back(std::move(w));
+    }
+
+private:
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<Workspace>> free_;
+};
+
+// Carves float arrays of the given sizes out of one workspace for one call.
+class WorkspaceLease {
+public:
+    WorkspaceLease(WorkspacePool &pool, std::initializer_list<int64_t> sizes) : pool_(pool), ws_(pool.acquire()) {
+        size_t total = 0;
+        for (int64_t n : sizes) {
+            offsets_.push_back(total);
+            total += ((size_t)n + 15) & ~(size_t)15;  // 64-byte aligned slices
+        }
+        if (total > ws_->capacity) {
+            ws_->data.reset(new float[total]);
+            ws_->capacity = total;
+        }
+    }
+    ~WorkspaceLease() { pool_.release(std::move(ws_)); }
+    float *operator[](size_t i) const { return ws_->data.get() + offsets_[i]; }
+
+private:
+    WorkspacePool &pool_;
+    std::unique_ptr<Workspace> ws_;
+    std::vector<size_t> offsets_;
+};
+
 }  // namespace
 
 struct MultiheadAttention::Impl {
     Options opt;
+    std::unique_ptr<WorkspacePool> workspaces = std::make_unique<WorkspacePool>();
     int64_t head_dim = 0;
     const KernelSet *kernels = nullptr;
     Projection q, k, v, o;
@@ -334,13 +384,16 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
 
     ForwardResult result;
-    result.attn_output = g.batched ? (o.batch_first ? Tensor({N, L, E}) : Tensor({L, N, E})) : Tensor({L, E});
+    const std::vector<int64_t> out_shape = g.batched ? (o.batch_first ? std::vector<int64_t>{N, L, E}
+                                                                      : std::vector<int64_t>{L, N, E})
+                                                     : std::vector<int64_t>{L, E};
+    result.attn_output = Tensor::uninitialized(out_shape);
     Tensor per_head;
     if (f.need_weights) {
         std::vector<int64_t> ws = f.average_attn_weights ? std::vector<int64_t>{N, L, Sk}
                                                          : std::vector<int64_t>{N, H, L, Sk};
-        Tensor w(ws);
-        per_head = f.average_attn_weights ? Tensor({N, H, L, Sk}) : w;
+        Tensor w = Tensor::uninitialized(ws);
+        per_head = f.average_attn_weights ? Tensor::uninitialized({N, H, L, Sk}) : w;
         if (!g.batched) ws.erase(ws.begin());
         result.attn_output_weights = w.reshape(ws);
     }
@@ -350,20 +403,22 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Projections. q and the attention output keep the caller's row order; keys
     // and values are laid out as (S', N, E) or (N, S', E) so that the appended
     // positions (bias_kv, zero_attn) follow the real ones.
-    // Scratch is left uninitialised: every element is written by a kernel, except
-    // the appended key/value rows, which are filled below.
-    auto scratch = [](int64_t n) { return std::unique_ptr<float[]>(new float[(size_t)std::max<int64_t>(n, 1)]); };
-    auto qp = scratch(L * N * E), attn = scratch(L * N * E), kp = scratch(Sk * N * E), vp = scratch(Sk * N * E);
-    project(ks, m.q, query.f32(), L * N, E, qp.get(), E);
+    // Scratch comes from a workspace kept by the module: fresh allocations would
+    // page-fault on every call (measured: a third of the forward at N=4, L=512).
+    // Every element is written by a kernel, except the appended key/value rows,
+    // which are filled below.
+    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E});
+    float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
+    project(ks, m.q, query.f32(), L * N, E, qp, E);
     const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
     if (S > 0) {
         if (kv_batch == 1 || Sk == S) {
-            project(ks, m.k, key.f32(), S * N, o.kdim, kp.get(), E);
-            project(ks, m.v, value.f32(), S * N, o.vdim, vp.get(), E);
+            project(ks, m.k, key.f32(), S * N, o.kdim, kp, E);
+            project(ks, m.v, value.f32(), S * N, o.vdim, vp, E);
         } else {
             for (int64_t n = 0; n < N; n++) {
-                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp.get() + n * Sk * E, E);
-                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp.get() + n * Sk * E, E);
+                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp + n * Sk * E, E);
+                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp + n * Sk * E, E);
             }
         }
     }
@@ -382,10 +437,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     }
 
     // Head views (D, H, L|S', N) of the projected rows.
-    auto qv = view(qp.get(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto av = view(attn.get(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto kv = view(kp.get(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
-    auto vv = view(vp.get(), {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    auto qv = view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto av = view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    auto kv = view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    auto vv = view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
 
     // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
     // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
@@ -422,7 +477,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
 
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
-        std::fill(attn.get(), attn.get() + L * N * E, 0.0f);
+        std::fill(attn, attn + L * N * E, 0.0f);
     } else if (!f.need_weights) {
         // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
         // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
@@ -450,7 +505,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             check_status("head_mean", ks.head_mean(wv.raw_buffer(), mv.raw_buffer()));
         }
     }
-    project(ks, m.o, attn.get(), L * N, E, result.attn_output.f32(), E);
+    project(ks, m.o, attn, L * N, E, result.attn_output.f32(), E);
     return result;
 }
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -47,10 +48,19 @@ static int64_t checked_numel(const std::vector<int64_t> &shape) {
     return n;
 }
 
-Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
-    size_t bytes = (size_t)checked_numel(shape_) * element_size(dtype_);
-    storage_ = std::make_shared<std::vector<uint8_t>>(bytes, 0);
-    data_ = storage_->data();
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype) : Tensor(uninitialized(std::move(shape), dtype)) {
+    std::memset(data_, 0, nbytes());
+}
+
+Tensor Tensor::uninitialized(std::vector<int64_t> shape, DType dtype) {
+    Tensor t;
+    t.shape_ = std::move(shape);
+    t.dtype_ = dtype;
+    size_t bytes = (size_t)checked_numel(t.shape_) * element_size(dtype);
+    // new[] without () leaves the bytes unwritten, so no page is touched until used.
+    t.storage_ = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(bytes, 1)]);
+    t.data_ = t.storage_.get();
+    return t;
 }
 
 Tensor Tensor::from_floats(std::vector<int64_t> shape, const std::vector<float> &values) {

@@ -41,6 +41,8 @@ public:
     Tensor() = default;
     // Zero-filled, owning.
     Tensor(std::vector<int64_t> shape, DType dtype = DType::F32);
+    // Owning, contents unspecified: for outputs that are about to be overwritten.
+    static Tensor uninitialized(std::vector<int64_t> shape, DType dtype = DType::F32);
     static Tensor from_floats(std::vector<int64_t> shape, const std::vector<float> &values);
     // Bool tensor from 0/1 bytes (nonzero = true).
     static Tensor from_bools(std::vector<int64_t> shape, const std::vector<uint8_t> &values);
@@ -70,7 +72,7 @@ public:
 private:
     std::vector<int64_t> shape_;
     DType dtype_ = DType::F32;
-    std::shared_ptr<std::vector<uint8_t>> storage_;
+    std::shared_ptr<uint8_t[]> storage_;
     void *data_ = nullptr;
 };
 
