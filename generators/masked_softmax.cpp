@@ -12,7 +12,7 @@ using namespace Halide;
 
 class MaskedSoftmax : public Generator<MaskedSoftmax> {
 public:
-    GeneratorParam<int> query_block{"query_block", 8, 1, 4096};
+    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)

@@ -388,12 +388,12 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                                                       : std::vector<int64_t>{L, N, E})
                                                      : std::vector<int64_t>{L, E};
     result.attn_output = Tensor::uninitialized(out_shape);
-    Tensor per_head;
+    float *per_head = nullptr;  // (N, H, L, S') weights: the output, or scratch when averaged
     if (f.need_weights) {
         std::vector<int64_t> ws = f.average_attn_weights ? std::vector<int64_t>{N, L, Sk}
                                                          : std::vector<int64_t>{N, H, L, Sk};
         Tensor w = Tensor::uninitialized(ws);
-        per_head = f.average_attn_weights ? Tensor::uninitialized({N, H, L, Sk}) : w;
+        if (!f.average_attn_weights) per_head = w.f32();
         if (!g.batched) ws.erase(ws.begin());
         result.attn_output_weights = w.reshape(ws);
     }
@@ -407,8 +407,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // page-fault on every call (measured: a third of the forward at N=4, L=512).
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
-    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E});
+    const bool averaged = f.need_weights && f.average_attn_weights;
+    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E, averaged ? N * H * L * Sk : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
+    if (averaged) per_head = ws[4];
     project(ks, m.q, query.f32(), L * N, E, qp, E);
     const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
     if (S > 0) {
@@ -495,7 +497,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                          scale, ac.raw_buffer()));
         }
     } else {
-        auto wv = view(per_head.f32(), {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
+        auto wv = view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
         check_status("masked_softmax",
                      ks.masked_softmax(qv.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(), am_b.raw_buffer(),
                                        kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale, wv.raw_buffer()));

@@ -52,11 +52,13 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
         .vectorize(v.j, vw, TailStrategy::RoundUp)
         .unroll(v.j)
         .unroll(v.i);
+    // Row reductions run along the contiguous key axis: vectors of keys folded
+    // by a horizontal max / add (atomic() lets Halide reassociate them).
     f.row_max.compute_at(f.weights, io);
-    f.row_max.update().vectorize(v.i, vw, guard);
+    f.row_max.update().atomic().vectorize(rj.x, vw, guard);
     f.e.compute_at(f.weights, io).vectorize(v.j, vw, guard);
     f.row_sum.compute_at(f.weights, io);
-    f.row_sum.update().vectorize(v.i, vw, guard);
+    f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
 }
 
 }  // namespace hmha_gen::schedules::cpu

@@ -67,11 +67,12 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
         .unroll(v.j)
         .unroll(v.i);
 
+    // Block reductions run along the contiguous key axis (horizontal max / add).
     f.block_max.compute_at(f.state, rb);
-    f.block_max.update().vectorize(v.i, vw, guard);
+    f.block_max.update().atomic().vectorize(rj.x, vw);
     f.p.compute_at(f.state, rb).vectorize(jj, vw, guard);
     f.block_sum.compute_at(f.state, rb);
-    f.block_sum.update().vectorize(v.i, vw, guard);
+    f.block_sum.update().atomic().vectorize(rj.x, vw);
 
     // P.V of one key block: register-tiled through a wrapper.
     Func pv_tile = f.block_pv.in(f.state);
