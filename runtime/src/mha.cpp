@@ -23,6 +23,8 @@ using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // Queries per sdpa call when causal blocks are skipped (see forward()).
 constexpr int64_t kCausalQueryChunk = 256;
+// Queries per masked_softmax/attend/head_mean round in the need_weights path.
+constexpr int64_t kWeightsQueryChunk = 1024;
 
 std::string str(int64_t v) {
     return std::to_string(v);
@@ -408,7 +410,8 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
-    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E, averaged ? N * H * L * Sk : 0});
+    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E,
+                                      averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
     if (averaged) per_head = ws[4];
     project(ks, m.q, query.f32(), L * N, E, qp, E);
@@ -497,14 +500,25 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                          scale, ac.raw_buffer()));
         }
     } else {
-        auto wv = view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
-        check_status("masked_softmax",
-                     ks.masked_softmax(qv.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(), am_b.raw_buffer(),
-                                       kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale, wv.raw_buffer()));
-        check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), av.raw_buffer()));
-        if (f.average_attn_weights) {
-            auto mv = view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}});
-            check_status("head_mean", ks.head_mean(wv.raw_buffer(), mv.raw_buffer()));
+        // Query chunks, so that the per-head weights a chunk writes are still in
+        // cache when attend (and head_mean) read them back; when averaging they
+        // are scratch of N*H*chunk*S' floats only. Crops keep absolute coordinates.
+        const int64_t chunk = std::min(L, kWeightsQueryChunk);
+        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+            const int64_t rows = std::min(chunk, L - i0);
+            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+            auto wv = averaged ? view(per_head, {{Sk, 1}, {rows, Sk}, {H, rows * Sk}, {N, H * rows * Sk}})
+                               : view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}}).cropped(1, (int)i0, (int)rows);
+            if (averaged) wv.translate(1, (int)i0);
+            check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
+                                                             am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
+                                                             f.is_causal, has_masks, scale, wv.raw_buffer()));
+            check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
+            if (averaged) {
+                auto mv = view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}});
+                auto mc = mv.cropped(1, (int)i0, (int)rows);
+                check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
+            }
         }
     }
     project(ks, m.o, attn, L * N, E, result.attn_output.f32(), E);
