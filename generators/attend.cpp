@@ -2,6 +2,7 @@
 #include "Halide.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/attend.h"
+#include "schedules/gpu/attend.h"
 
 namespace hmha_gen {
 
@@ -11,6 +12,8 @@ class Attend : public Generator<Attend> {
 public:
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
+    GeneratorParam<int> gpu_threads_i{"gpu_threads_i", 8, 1, 1024};
 
     Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
     Input<Buffer<float, 4>> v{"v"};              // (D, H, S', N)
@@ -28,6 +31,10 @@ public:
         if (using_autoscheduler()) {
             return;
         }
+        if (get_target().has_gpu_feature()) {
+            schedules::gpu::schedule_attend(out, acc, d, i, h, n, rj, {gpu_threads_d, gpu_threads_i});
+            return;
+        }
         schedules::cpu::schedule_attend(
             out, acc, d, i, h, n, rj,
             {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
@@ -42,6 +49,7 @@ private:
 class HeadMean : public Generator<HeadMean> {
 public:
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
     Input<Buffer<float, 4>> weights{"weights"};
     Output<Buffer<float, 3>> mean{"mean"};
 
@@ -54,6 +62,10 @@ public:
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
         mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
         if (using_autoscheduler()) {
+            return;
+        }
+        if (get_target().has_gpu_feature()) {
+            schedules::gpu::schedule_head_mean(mean, total, j, i, n, gpu_threads);
             return;
         }
         schedules::cpu::schedule_head_mean(

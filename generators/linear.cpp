@@ -5,6 +5,7 @@
 #include "Halide.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/linear.h"
+#include "schedules/gpu/linear.h"
 
 namespace hmha_gen {
 
@@ -17,6 +18,9 @@ public:
     GeneratorParam<int> tile_r{"tile_r", 32, 1, 1024};
     GeneratorParam<int> unroll_r{"unroll_r", 4, 1, 16};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};
+    GeneratorParam<int> gpu_threads_o{"gpu_threads_o", 64, 1, 1024};
+    GeneratorParam<int> gpu_threads_r{"gpu_threads_r", 4, 1, 1024};
+    GeneratorParam<int> gpu_rows_per_thread{"gpu_rows_per_thread", 4, 1, 64};
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
     Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
@@ -35,6 +39,10 @@ public:
         y.set_estimates({{0, 512}, {0, 2048}});
 
         if (using_autoscheduler()) {
+            return;
+        }
+        if (get_target().has_gpu_feature()) {
+            schedules::gpu::schedule_linear(y, prod, o, r, rk, {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread});
             return;
         }
         using namespace schedules::cpu;

@@ -5,6 +5,7 @@
 #include "generators/attention_scores.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/masked_softmax.h"
+#include "schedules/gpu/masked_softmax.h"
 
 namespace hmha_gen {
 
@@ -14,6 +15,7 @@ class MaskedSoftmax : public Generator<MaskedSoftmax> {
 public:
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -57,6 +59,10 @@ public:
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
 
         if (using_autoscheduler()) {
+            return;
+        }
+        if (get_target().has_gpu_feature()) {
+            schedules::gpu::schedule_masked_softmax({weights, row_max, row_sum, e, sc}, v_, {gpu_threads});
             return;
         }
         schedules::cpu::MaskedSoftmaxFuncs f{weights, row_max, row_sum, e, sc};

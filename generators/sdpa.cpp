@@ -10,6 +10,7 @@
 #include "generators/attention_scores.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/sdpa.h"
+#include "schedules/gpu/sdpa.h"
 
 namespace hmha_gen {
 
@@ -20,6 +21,9 @@ public:
     GeneratorParam<int> key_block{"key_block", 256, 1, 4096};
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> gpu_key_block{"gpu_key_block", 64, 1, 1024};
+    GeneratorParam<int> gpu_query_block{"gpu_query_block", 8, 1, 64};
+    GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N)
@@ -37,7 +41,8 @@ public:
         Expr head_dim = q.dim(0).extent();
         Expr keys = k.dim(2).extent();
         Expr inf = Expr(std::numeric_limits<float>::infinity());
-        int kb_size = key_block;
+        const bool gpu = get_target().has_gpu_feature() && !using_autoscheduler();
+        int kb_size = gpu ? (int)gpu_key_block : (int)key_block;
 
         // Keys past S' (padding of the last block) read the last key and are hidden.
         Func kc("kc"), vc("vc");
@@ -100,6 +105,11 @@ public:
         out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
 
         if (using_autoscheduler()) {
+            return;
+        }
+        if (gpu) {
+            schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
+            schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb, {gpu_key_block, gpu_query_block, gpu_threads_d});
             return;
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
