@@ -1,8 +1,22 @@
 #include "kernels.h"
 
+#include <mutex>
 #include <string>
 
+#include "HalideBuffer.h"
 #include "HalideRuntime.h"
+#include "HalideRuntimeCuda.h"
+#include "HalideRuntimeOpenCL.h"
+#include "hmha_attend_cuda.h"
+#include "hmha_attend_opencl.h"
+#include "hmha_head_mean_cuda.h"
+#include "hmha_head_mean_opencl.h"
+#include "hmha_linear_cuda.h"
+#include "hmha_linear_opencl.h"
+#include "hmha_masked_softmax_cuda.h"
+#include "hmha_masked_softmax_opencl.h"
+#include "hmha_sdpa_cuda.h"
+#include "hmha_sdpa_opencl.h"
 
 namespace {
 // Halide reports errors through halide_error; keep the text for the exception
@@ -17,12 +31,49 @@ extern "C" void halide_error(void *, const char *msg) {
 
 namespace hmha {
 
+namespace {
+
+// Allocates one float on the device: the cheapest call that makes the device
+// API load its driver, pick a device and create a context.
+std::string probe_device(const halide_device_interface_t *iface) {
+    Halide::Runtime::Buffer<float> probe(1);
+    last_halide_error.clear();
+    int status = probe.device_malloc(iface);
+    if (status == 0) return "";
+    std::string why = last_halide_error.empty() ? "Halide status " + std::to_string(status) : last_halide_error;
+    last_halide_error.clear();
+    return why;
+}
+
+}  // namespace
+
 const KernelSet &kernels_for(Device device) {
     static const KernelSet cpu{hmha_linear_cpu, hmha_sdpa_cpu, hmha_masked_softmax_cpu, hmha_attend_cpu,
                                hmha_head_mean_cpu};
+    static const KernelSet opencl{hmha_linear_opencl,      hmha_sdpa_opencl,
+                                  hmha_masked_softmax_opencl, hmha_attend_opencl,
+                                  hmha_head_mean_opencl,   halide_opencl_device_interface(),
+                                  halide_opencl_get_cl_mem};
+    static const KernelSet cuda{hmha_linear_cuda,      hmha_sdpa_cuda,       hmha_masked_softmax_cuda,
+                                hmha_attend_cuda,      hmha_head_mean_cuda,  halide_cuda_device_interface(),
+                                halide_cuda_get_device_ptr};
     if (device == Device::CPU) return cpu;
-    throw Error(std::string("device: '") + to_string(device) +
-                "' is not available: this build has kernels for cpu only (expected device=cpu)");
+    const KernelSet &ks = device == Device::CUDA ? cuda : opencl;
+    static std::mutex mutex;
+    static std::string cuda_error, opencl_error;
+    static bool cuda_probed = false, opencl_probed = false;
+    std::lock_guard<std::mutex> lock(mutex);
+    bool &probed = device == Device::CUDA ? cuda_probed : opencl_probed;
+    std::string &error = device == Device::CUDA ? cuda_error : opencl_error;
+    if (!probed) {
+        error = probe_device(ks.device);
+        if (error.empty()) halide_reuse_device_allocations(nullptr, true);
+        probed = true;
+    }
+    if (!error.empty()) {
+        throw Error(std::string("device: '") + to_string(device) + "' is not available: " + error);
+    }
+    return ks;
 }
 
 void check_status(const char *kernel, int status) {

@@ -74,19 +74,56 @@ struct Projection {
     std::vector<float> weight_t;  // (in, out) row-major
     std::vector<float> bias;      // (out), zeros without bias
     int64_t in = 0, out = 0;
+    HBuf weight_buf, bias_buf;  // views of the above; on a GPU uploaded once, at construction
+
+    void make_buffers(const KernelSet &ks) {
+        weight_buf = view(weight_t.data(), {{out, 1}, {in, out}});
+        bias_buf = view(bias.data(), {{out, 1}});
+        if (ks.device) {
+            weight_buf.set_host_dirty();
+            bias_buf.set_host_dirty();
+            check_status("weight upload", weight_buf.copy_to_device(ks.device));
+            check_status("weight upload", bias_buf.copy_to_device(ks.device));
+        }
+    }
 };
 
-// Runs y(o, r) = b(o) + sum_k W(o, k) x(k, r) over `rows` rows of x (row stride x_stride)
-// into y (row stride y_stride).
-void project(const KernelSet &ks, const Projection &p, const float *x, int64_t rows, int64_t x_stride, float *y,
-             int64_t y_stride) {
-    if (rows == 0) return;
-    auto xb = view(x, {{p.in, 1}, {rows, x_stride}});
-    auto wb = view(p.weight_t.data(), {{p.out, 1}, {p.in, p.out}});
-    auto bb = view(p.bias.data(), {{p.out, 1}});
-    auto yb = view(y, {{p.out, 1}, {rows, y_stride}});
-    check_status("linear", ks.linear(xb.raw_buffer(), wb.raw_buffer(), bb.raw_buffer(), yb.raw_buffer()));
+// y(o, r) = b(o) + sum_k W(o, k) x(k, r) for every row r of x (K, R) into y (O, R).
+void project(const KernelSet &ks, Projection &p, HBuf &x, HBuf &y) {
+    if (x.dim(1).extent() == 0) return;
+    check_status("linear", ks.linear(x.raw_buffer(), p.weight_buf.raw_buffer(), p.bias_buf.raw_buffer(),
+                                     y.raw_buffer()));
 }
+
+// How the caller's memory and the scratch reach a device family. On the CPU
+// every view is plain host memory. On a GPU, inputs are copied up when first
+// used, scratch lives on the device only (views of other shapes alias the same
+// allocation through its native handle), and outputs are copied back.
+struct DeviceViews {
+    const KernelSet &ks;
+
+    template <typename T>
+    Halide::Runtime::Buffer<T> input(Halide::Runtime::Buffer<T> b) const {
+        if (ks.device) b.set_host_dirty();
+        return b;
+    }
+    // A scratch allocation (device memory on a GPU) of the view's shape.
+    HBuf scratch(HBuf b) const {
+        if (ks.device) check_status("device_malloc", b.device_malloc(ks.device));
+        return b;
+    }
+    // Another shape over the same memory as `owner` (same start).
+    HBuf alias(HBuf &owner, HBuf b) const {
+        if (ks.device) {
+            check_status("alias", b.device_wrap_native(ks.device, ks.native_handle(nullptr, owner.raw_buffer())));
+            b.set_device_dirty();
+        }
+        return b;
+    }
+    void to_host(HBuf &b) const {
+        if (ks.device) check_status("copy_to_host", b.copy_to_host());
+    }
+};
 
 // Grow-only scratch arenas, one per concurrent forward() call on a module.
 struct Workspace {
@@ -143,7 +180,7 @@ struct MultiheadAttention::Impl {
     std::unique_ptr<WorkspacePool> workspaces = std::make_unique<WorkspacePool>();
     int64_t head_dim = 0;
     const KernelSet *kernels = nullptr;
-    Projection q, k, v, o;
+    mutable Projection q, k, v, o;  // mutable: kernels take non-const buffers, but never write weights
     std::vector<float> bias_k, bias_v;  // (E) when add_bias_kv
 };
 
@@ -250,6 +287,7 @@ MultiheadAttention::MultiheadAttention(const Options &options, const std::map<st
         m.bias_k.assign(sd.at("bias_k").f32(), sd.at("bias_k").f32() + E);
         m.bias_v.assign(sd.at("bias_v").f32(), sd.at("bias_v").f32() + E);
     }
+    for (Projection *p : {&m.q, &m.k, &m.v, &m.o}) p->make_buffers(*m.kernels);
 }
 
 MultiheadAttention::~MultiheadAttention() = default;
@@ -402,6 +440,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     if (L == 0 || N == 0) return result;
 
     const KernelSet &ks = *m.kernels;
+    const DeviceViews dv{ks};
     // Projections. q and the attention output keep the caller's row order; keys
     // and values are laid out as (S', N, E) or (N, S', E) so that the appended
     // positions (bias_kv, zero_attn) follow the real ones.
@@ -414,38 +453,62 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                       averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
     if (averaged) per_head = ws[4];
-    project(ks, m.q, query.f32(), L * N, E, qp, E);
+    HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * N, E}}));
+    HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * N, E}}));
+    HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {Sk * N, E}}));
+    HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {Sk * N, E}}));
+    {
+        HBuf x = dv.input(view(query.f32(), {{E, 1}, {L * N, E}}));
+        project(ks, m.q, x, q_rows);
+    }
     const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
     if (S > 0) {
+        HBuf kx = dv.input(view(key.f32(), {{o.kdim, 1}, {S * N, o.kdim}}));
+        HBuf vx = dv.input(view(value.f32(), {{o.vdim, 1}, {S * N, o.vdim}}));
         if (kv_batch == 1 || Sk == S) {
-            project(ks, m.k, key.f32(), S * N, o.kdim, kp, E);
-            project(ks, m.v, value.f32(), S * N, o.vdim, vp, E);
+            HBuf ky = k_rows.cropped(1, 0, (int)(S * N)), vy = v_rows.cropped(1, 0, (int)(S * N));
+            project(ks, m.k, kx, ky);
+            project(ks, m.v, vx, vy);
         } else {
+            // One call per batch; crops are moved back to row 0 so that x and y rows match.
+            auto rows_of = [](HBuf &b, int64_t first, int64_t count) {
+                return b.cropped(1, (int)first, (int)count).translated(1, -(int)first);
+            };
             for (int64_t n = 0; n < N; n++) {
-                project(ks, m.k, key.f32() + n * S * o.kdim, S, o.kdim, kp + n * Sk * E, E);
-                project(ks, m.v, value.f32() + n * S * o.vdim, S, o.vdim, vp + n * Sk * E, E);
+                HBuf kxn = rows_of(kx, n * S, S), vxn = rows_of(vx, n * S, S);
+                HBuf ky = rows_of(k_rows, n * Sk, S), vy = rows_of(v_rows, n * Sk, S);
+                project(ks, m.k, kxn, ky);
+                project(ks, m.v, vxn, vy);
             }
         }
     }
     for (int64_t n = 0; n < N; n++) {
         for (int64_t s = S; s < Sk; s++) {
-            const size_t row = (size_t)((s * kv_pos + n * kv_batch) * E), bytes = (size_t)E * sizeof(float);
+            const int64_t row = s * kv_pos + n * kv_batch;
+            const size_t bytes = (size_t)E * sizeof(float);
             const bool bias_row = o.add_bias_kv && s == S;  // then zero_attn's row, if any
             if (bias_row) {
-                std::memcpy(&kp[row], m.bias_k.data(), bytes);
-                std::memcpy(&vp[row], m.bias_v.data(), bytes);
+                std::memcpy(&kp[row * E], m.bias_k.data(), bytes);
+                std::memcpy(&vp[row * E], m.bias_v.data(), bytes);
             } else {
-                std::memset(&kp[row], 0, bytes);
-                std::memset(&vp[row], 0, bytes);
+                std::memset(&kp[row * E], 0, bytes);
+                std::memset(&vp[row * E], 0, bytes);
+            }
+            if (ks.device) {  // the row is on the host; the projections are on the device
+                for (HBuf *rows : {&k_rows, &v_rows}) {
+                    HBuf r = rows->cropped(1, (int)row, 1);
+                    r.set_host_dirty();
+                    check_status("copy_to_device", r.copy_to_device(ks.device));
+                }
             }
         }
     }
 
     // Head views (D, H, L|S', N) of the projected rows.
-    auto qv = view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto av = view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    auto kv = view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
-    auto vv = view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}});
+    HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
+    HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
+    HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
+    HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
 
     // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
     // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
@@ -476,6 +539,9 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             kpm = view(kpm_storage.data(), {{S, 1}, {N, S}});
         }
     }
+    am_f = dv.input(std::move(am_f));
+    am_b = dv.input(std::move(am_b));
+    kpm = dv.input(std::move(kpm));
     const float scale = (float)std::sqrt(1.0 / (double)D);
     const int masked_keys = (int)S;
     const bool has_masks = (f.attn_mask || f.key_padding_mask) && S > 0;
@@ -483,6 +549,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
         std::fill(attn, attn + L * N * E, 0.0f);
+        attn_rows = dv.input(std::move(attn_rows));
     } else if (!f.need_weights) {
         // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
         // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
@@ -504,24 +571,30 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         // cache when attend (and head_mean) read them back; when averaging they
         // are scratch of N*H*chunk*S' floats only. Crops keep absolute coordinates.
         const int64_t chunk = std::min(L, kWeightsQueryChunk);
+        HBuf per_head_all = averaged ? dv.scratch(view(per_head, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
+                                     : view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
+        HBuf mean_all = averaged ? view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            auto wv = averaged ? view(per_head, {{Sk, 1}, {rows, Sk}, {H, rows * Sk}, {N, H * rows * Sk}})
-                               : view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}}).cropped(1, (int)i0, (int)rows);
+            HBuf wv = per_head_all.cropped(1, averaged ? 0 : (int)i0, (int)rows);
             if (averaged) wv.translate(1, (int)i0);
             check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
                                                              am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
                                                              f.is_causal, has_masks, scale, wv.raw_buffer()));
             check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
             if (averaged) {
-                auto mv = view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}});
-                auto mc = mv.cropped(1, (int)i0, (int)rows);
+                HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                 check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
+                dv.to_host(mc);
+            } else {
+                dv.to_host(wv);
             }
         }
     }
-    project(ks, m.o, attn, L * N, E, result.attn_output.f32(), E);
+    HBuf out = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
+    project(ks, m.o, attn_rows, out);
+    dv.to_host(out);
     return result;
 }
 
