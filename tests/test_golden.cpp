@@ -7,6 +7,8 @@
 // need_weights=false (attn_output must not change: the fused path) and, when it
 // holds per-head weights, with average_attn_weights=true (their mean over heads).
 #include <catch2/catch.hpp>
+
+#include "device.h"
 #include <hmha/hmha.h>
 #include <hmha/safetensors.h>
 
@@ -145,6 +147,7 @@ void check_fixture(const fs::path &path) {
     const int64_t num_heads = (int64_t)fx.opt("num_heads");
 
     hmha::Options options = hmha::Options::from_state_dict(state_dict, num_heads);
+    options.device = test_device();
     // What from_state_dict must infer, as the module had it.
     CHECK(options.embed_dim == (int64_t)fx.opt("embed_dim"));
     CHECK(options.num_heads == num_heads);

@@ -8,6 +8,8 @@
 #include <hmha/hmha.h>
 #include <catch2/catch.hpp>
 
+#include "device.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -98,6 +100,7 @@ void run_case(const Case &c, uint32_t seed) {
     INFO(c.describe() << " seed=" << seed);
     std::mt19937 rng(seed);
     hmha::Options o;
+    o.device = test_device();
     o.embed_dim = c.E;
     o.num_heads = c.H;
     o.bias = c.bias;

@@ -8,6 +8,8 @@
 #include <hmha/hmha.h>
 #include <catch2/catch.hpp>
 
+#include "device.h"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -48,6 +50,7 @@ std::map<std::string, hmha::Tensor> identity_state_dict(int64_t E, bool bias) {
 
 hmha::Options options(int64_t E, int64_t H) {
     hmha::Options o;
+    o.device = test_device();
     o.embed_dim = E;
     o.num_heads = H;
     return o;

@@ -108,13 +108,14 @@ struct DeviceViews {
         return b;
     }
     // A scratch allocation (device memory on a GPU) of the view's shape.
+    // Empty ones get none (the device APIs abort on a zero-byte allocation).
     HBuf scratch(HBuf b) const {
-        if (ks.device) check_status("device_malloc", b.device_malloc(ks.device));
+        if (ks.device && b.number_of_elements() > 0) check_status("device_malloc", b.device_malloc(ks.device));
         return b;
     }
     // Another shape over the same memory as `owner` (same start).
     HBuf alias(HBuf &owner, HBuf b) const {
-        if (ks.device) {
+        if (ks.device && owner.has_device_allocation()) {
             check_status("alias", b.device_wrap_native(ks.device, ks.native_handle(nullptr, owner.raw_buffer())));
             b.set_device_dirty();
         }
@@ -449,44 +450,34 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
-    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, Sk * N * E, Sk * N * E,
+    // Batch-major keys with appended rows are projected one batch at a time into
+    // row crops. On a GPU a crop is an OpenCL sub-buffer, whose offset must be
+    // aligned, so each batch's rows start on a 4 KiB boundary there (the views
+    // carry the padded stride; the padding rows are never read).
+    const bool per_batch = g.kv_pos == 1 && Sk != S && S > 0;
+    int64_t kv_rows_per_batch = Sk;
+    while (ks.device && per_batch && (kv_rows_per_batch * E * (int64_t)sizeof(float)) % 4096 != 0) {
+        kv_rows_per_batch++;
+    }
+    const int64_t kv_rows = g.kv_pos == 1 ? kv_rows_per_batch * N : Sk * N;
+    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, kv_rows * E, kv_rows * E,
                                       averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
     if (averaged) per_head = ws[4];
     HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * N, E}}));
     HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * N, E}}));
-    HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {Sk * N, E}}));
-    HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {Sk * N, E}}));
-    {
-        HBuf x = dv.input(view(query.f32(), {{E, 1}, {L * N, E}}));
-        project(ks, m.q, x, q_rows);
-    }
-    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
-    if (S > 0) {
-        HBuf kx = dv.input(view(key.f32(), {{o.kdim, 1}, {S * N, o.kdim}}));
-        HBuf vx = dv.input(view(value.f32(), {{o.vdim, 1}, {S * N, o.vdim}}));
-        if (kv_batch == 1 || Sk == S) {
-            HBuf ky = k_rows.cropped(1, 0, (int)(S * N)), vy = v_rows.cropped(1, 0, (int)(S * N));
-            project(ks, m.k, kx, ky);
-            project(ks, m.v, vx, vy);
-        } else {
-            // One call per batch; crops are moved back to row 0 so that x and y rows match.
-            auto rows_of = [](HBuf &b, int64_t first, int64_t count) {
-                return b.cropped(1, (int)first, (int)count).translated(1, -(int)first);
-            };
-            for (int64_t n = 0; n < N; n++) {
-                HBuf kxn = rows_of(kx, n * S, S), vxn = rows_of(vx, n * S, S);
-                HBuf ky = rows_of(k_rows, n * Sk, S), vy = rows_of(v_rows, n * Sk, S);
-                project(ks, m.k, kxn, ky);
-                project(ks, m.v, vxn, vy);
-            }
-        }
-    }
+    HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {kv_rows, E}}));
+    HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {kv_rows, E}}));
+    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? kv_rows_per_batch : 1;  // in rows
+
+    // Appended rows (bias_k/bias_v, then zero_attn's zeros) are written on the
+    // host first; on a GPU the whole scratch then goes up once, before the
+    // projections fill in the real rows on the device.
     for (int64_t n = 0; n < N; n++) {
         for (int64_t s = S; s < Sk; s++) {
             const int64_t row = s * kv_pos + n * kv_batch;
             const size_t bytes = (size_t)E * sizeof(float);
-            const bool bias_row = o.add_bias_kv && s == S;  // then zero_attn's row, if any
+            const bool bias_row = o.add_bias_kv && s == S;
             if (bias_row) {
                 std::memcpy(&kp[row * E], m.bias_k.data(), bytes);
                 std::memcpy(&vp[row * E], m.bias_v.data(), bytes);
@@ -494,12 +485,37 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 std::memset(&kp[row * E], 0, bytes);
                 std::memset(&vp[row * E], 0, bytes);
             }
-            if (ks.device) {  // the row is on the host; the projections are on the device
-                for (HBuf *rows : {&k_rows, &v_rows}) {
-                    HBuf r = rows->cropped(1, (int)row, 1);
-                    r.set_host_dirty();
-                    check_status("copy_to_device", r.copy_to_device(ks.device));
-                }
+        }
+    }
+    if (ks.device && Sk > S) {
+        for (HBuf *rows : {&k_rows, &v_rows}) {
+            rows->set_host_dirty();
+            check_status("copy_to_device", rows->copy_to_device(ks.device));
+        }
+    }
+    {
+        HBuf x = dv.input(view(query.f32(), {{E, 1}, {L * N, E}}));
+        project(ks, m.q, x, q_rows);
+    }
+    if (S > 0) {
+        HBuf kx = dv.input(view(key.f32(), {{o.kdim, 1}, {S * N, o.kdim}}));
+        HBuf vx = dv.input(view(value.f32(), {{o.vdim, 1}, {S * N, o.vdim}}));
+        if (!per_batch) {
+            HBuf ky = k_rows.cropped(1, 0, (int)(S * N)), vy = v_rows.cropped(1, 0, (int)(S * N));
+            project(ks, m.k, kx, ky);
+            project(ks, m.v, vx, vy);
+        } else {
+            // The input rows are renumbered to match the output rows they produce
+            // (translating the output's device crop instead loses its writes).
+            auto rows_at = [](HBuf &x, int64_t first, int64_t count, int64_t at) {
+                return x.cropped(1, (int)first, (int)count).translated(1, (int)(at - first));
+            };
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t at = n * kv_batch;
+                HBuf kxn = rows_at(kx, n * S, S, at), vxn = rows_at(vx, n * S, S, at);
+                HBuf ky = k_rows.cropped(1, (int)at, (int)S), vy = v_rows.cropped(1, (int)at, (int)S);
+                project(ks, m.k, kxn, ky);
+                project(ks, m.v, vxn, vy);
             }
         }
     }
