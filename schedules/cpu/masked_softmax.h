@@ -6,6 +6,7 @@
 
 #include "Halide.h"
 #include "generators/attention_scores.h"
+#include "schedules/cpu/scores.h"
 
 namespace hmha_gen::schedules::cpu {
 
@@ -23,7 +24,7 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), jo("jo"), ji("ji"), it("it"), iti("iti");
+    Var io("io"), ii("ii");
     f.weights.split(v.i, io, ii, prm.query_block, guard)
         .reorder(v.j, ii, io, v.h, v.n)
         .parallel(v.n)
@@ -32,26 +33,7 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
         .vectorize(v.j, vw, guard);
     f.sc.kt.compute_at(f.weights, v.h).vectorize(v.j, vw, guard);
     f.sc.score.compute_at(f.weights, io);
-    for (Stage s : {f.sc.score.specialize(!has_masks), Stage(f.sc.score)}) {
-        s.split(v.j, jo, ji, 2 * vw, guard)
-            .split(v.i, it, iti, 4, guard)
-            .reorder(ji, iti, jo, it)
-            .vectorize(ji, vw)
-            .unroll(ji)
-            .unroll(iti);
-    }
-    f.sc.dot.compute_at(f.sc.score, jo)
-        .bound_storage(v.j, 2 * vw)
-        .bound_storage(v.i, 4)
-        .store_in(MemoryType::Stack)
-        .vectorize(v.j, vw, TailStrategy::RoundUp)
-        .unroll(v.j)
-        .unroll(v.i);
-    f.sc.dot.update()
-        .reorder(v.j, v.i, f.sc.rd.x)
-        .vectorize(v.j, vw, TailStrategy::RoundUp)
-        .unroll(v.j)
-        .unroll(v.i);
+    schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw);
     // Row reductions run along the contiguous key axis: vectors of keys folded
     // by a horizontal max / add (atomic() lets Halide reassociate them).
     f.row_max.compute_at(f.weights, io);

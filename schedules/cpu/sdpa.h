@@ -11,6 +11,7 @@
 
 #include "Halide.h"
 #include "generators/attention_scores.h"
+#include "schedules/cpu/scores.h"
 
 namespace hmha_gen::schedules::cpu {
 
@@ -29,7 +30,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), jo("jo"), ji("ji"), d_o("d_o"), di("di"), it("it"), iti("iti");
+    Var io("io"), ii("ii"), d_o("d_o"), di("di"), it("it"), iti("iti");
 
     f.out.split(v.i, io, ii, prm.query_block, guard)
         .reorder(v.d, ii, io, v.h, v.n)
@@ -42,30 +43,9 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
     f.state.update().reorder(v.d, v.i, rb, v.h, v.n).vectorize(v.d, vw, guard);
 
-    // Scores of one key block: register-tiled Q.K^T; without masks the mask
-    // loads are specialized away.
+    // Scores of one key block.
     f.score.compute_at(f.state, rb);
-    for (Stage s : {f.score.specialize(!has_masks), Stage(f.score)}) {
-        s.split(v.j, jo, ji, 2 * vw, guard)
-            .split(v.i, it, iti, 4, guard)
-            .reorder(ji, iti, jo, it)
-            .vectorize(ji, vw)
-            .unroll(ji)
-            .unroll(iti);
-    }
-    // Register tiles have a constant-size allocation even where the last tile is partial.
-    f.sc.dot.compute_at(f.score, jo)
-        .bound_storage(v.j, 2 * vw)
-        .bound_storage(v.i, 4)
-        .store_in(MemoryType::Stack)
-        .vectorize(v.j, vw, TailStrategy::RoundUp)
-        .unroll(v.j)
-        .unroll(v.i);
-    f.sc.dot.update()
-        .reorder(v.j, v.i, f.sc.rd.x)
-        .vectorize(v.j, vw, TailStrategy::RoundUp)
-        .unroll(v.j)
-        .unroll(v.i);
+    schedule_register_tiled_scores(f.score, f.sc, v, has_masks, vw);
 
     // Block reductions run along the contiguous key axis (horizontal max / add).
     f.block_max.compute_at(f.state, rb);

@@ -1,0 +1,43 @@
+// The register-tiled Q.K^T shared by the CPU schedules of sdpa (one key block)
+// and masked_softmax (a query block's whole row): `score` (the masked score, or
+// a Func wrapping it) is tiled 2 vectors of keys x 4 queries, and the dot
+// product is computed per tile so its accumulators stay in registers. Without
+// masks the mask loads are specialized away.
+#pragma once
+
+#include "Halide.h"
+#include "generators/attention_scores.h"
+
+namespace hmha_gen::schedules::cpu {
+
+inline void schedule_register_tiled_scores(Halide::Func score, const AttentionScore &sc, const ScoreVars &v,
+                                           Halide::Expr has_masks, int vw) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var jo("jo"), ji("ji"), it("it"), iti("iti");
+    for (Stage s : {score.specialize(!has_masks), Stage(score)}) {
+        s.split(v.j, jo, ji, 2 * vw, guard)
+            .split(v.i, it, iti, 4, guard)
+            .reorder(ji, iti, jo, it)
+            .vectorize(ji, vw)
+            .unroll(ji)
+            .unroll(iti);
+    }
+    // Constant-size tiles even where the last one is partial; keys round up
+    // (they are read through a clamp).
+    Func dot = sc.dot;
+    dot.compute_at(score, jo)
+        .bound_storage(v.j, 2 * vw)
+        .bound_storage(v.i, 4)
+        .store_in(MemoryType::Stack)
+        .vectorize(v.j, vw, TailStrategy::RoundUp)
+        .unroll(v.j)
+        .unroll(v.i);
+    dot.update()
+        .reorder(v.j, v.i, sc.rd.x)
+        .vectorize(v.j, vw, TailStrategy::RoundUp)
+        .unroll(v.j)
+        .unroll(v.i);
+}
+
+}  // namespace hmha_gen::schedules::cpu
