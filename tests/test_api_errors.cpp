@@ -451,3 +451,17 @@ TEST_CASE("errors: a failed call leaves the module usable and the inputs untouch
     CHECK(compare_to_reference(got.attn_output, ref.out_shape, ref.out) == "");
     CHECK(compare_to_reference(*got.attn_output_weights, ref.w_shape, ref.weights) == "");
 }
+
+TEST_CASE("errors: device tensors must be on the module's device and hold an allocation", "[errors]") {
+    std::mt19937 rng(5);
+    const hmha::Options o = opts(8, 2);  // a CPU module
+    const hmha::MultiheadAttention mha(o, random_state_dict(o, rng));
+    // Poisoned memory: any read before validation fails the test.
+    hmha::Tensor host = poison().tensor({3, 2, 8}, hmha::DType::F32);
+    // The handle is never dereferenced: validation rejects it first.
+    hmha::Tensor on_gpu = hmha::Tensor::wrap_device(hmha::Device::CUDA, 0x1000, {3, 2, 8});
+    CHECK_ERROR_MENTIONS(mha.forward(on_gpu, host, host), "query", "cpu", "cuda");
+    CHECK_ERROR_MENTIONS(mha.forward(host, host, on_gpu), "value", "cpu", "cuda");
+    CHECK_ERROR_MENTIONS(hmha::Tensor::wrap_device(hmha::Device::CPU, 0x1000, {2}), "wrap_device", "cpu");
+    CHECK_ERROR_MENTIONS(hmha::Tensor::wrap_device(hmha::Device::OpenCL, 0, {2}), "wrap_device", "null");
+}

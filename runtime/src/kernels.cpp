@@ -1,5 +1,6 @@
 #include "kernels.h"
 
+#include <limits>
 #include <mutex>
 #include <string>
 
@@ -84,6 +85,22 @@ void check_status(const char *kernel, int status) {
         last_halide_error.clear();
         throw Error(msg);
     }
+}
+
+Tensor Tensor::to_host() const {
+    if (device_ == Device::CPU) return *this;
+    Tensor t = Tensor::uninitialized(shape_, dtype_);
+    if (numel() == 0) return t;
+    if (nbytes() > (size_t)std::numeric_limits<int32_t>::max()) {
+        throw Error("Tensor::to_host: " + std::to_string(nbytes()) + " bytes overflow int32 indexing");
+    }
+    const KernelSet &ks = kernels_for(device_);
+    Halide::Runtime::Buffer<uint8_t> b(t.bytes(), (int)nbytes());
+    check_status("to_host", b.device_wrap_native(ks.device, device_handle_));
+    b.set_device_dirty();
+    check_status("to_host", b.copy_to_host());
+    check_status("to_host", b.device_detach_native());
+    return t;
 }
 
 }  // namespace hmha

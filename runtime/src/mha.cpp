@@ -107,6 +107,16 @@ struct DeviceViews {
         if (ks.device) b.set_host_dirty();
         return b;
     }
+    // A view of an input tensor, on the host or already on this device.
+    template <typename T>
+    Halide::Runtime::Buffer<T> input(const Tensor &t,
+                                     std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) const {
+        if (t.device() == Device::CPU) return input(view(reinterpret_cast<const T *>(t.bytes()), extent_stride));
+        auto b = view(static_cast<const T *>(nullptr), extent_stride);
+        check_status("wrap input", b.device_wrap_native(ks.device, t.native_handle()));
+        b.set_device_dirty();
+        return b;
+    }
     // A scratch allocation (device memory on a GPU) of the view's shape.
     // Empty ones get none (the device APIs abort on a zero-byte allocation).
     HBuf scratch(HBuf b) const {
@@ -402,6 +412,10 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
     if (f.key_padding_mask) data.emplace_back(&*f.key_padding_mask, "key_padding_mask");
     if (f.attn_mask) data.emplace_back(&*f.attn_mask, "attn_mask");
     for (const auto &[t, name] : data) {
+        if (t->device() != Device::CPU && t->device() != o.device) {
+            throw Error(std::string(name) + ": expected a tensor on the host or on the module's device '" +
+                        to_string(o.device) + "', got one on '" + to_string(t->device()) + "'");
+        }
         if (!t->defined()) {
             throw Error(std::string(name) + ": expected data for shape " + t->shape_str() + ", got a null pointer");
         }
@@ -424,24 +438,47 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const Geometry g = validate_inputs(o, query, key, value, f);
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
 
+    const KernelSet &ks = *m.kernels;
+    const DeviceViews dv{ks};
+    // Outputs live where the query does: on the host, or on the module's device
+    // (then owned by the returned Tensor through device_owner_).
+    const bool device_out = query.device() != Device::CPU;
+    std::vector<std::shared_ptr<HBuf>> owners;
+    auto make_output = [&](const std::vector<int64_t> &shape) {
+        if (!device_out) return Tensor::uninitialized(shape);
+        int64_t n = 1;
+        for (int64_t e : shape) n *= e;
+        auto owner = std::make_shared<HBuf>(view(static_cast<const float *>(nullptr), {{std::max<int64_t>(n, 1), 1}}));
+        check_status("device_malloc", owner->device_malloc(ks.device));
+        Tensor t = Tensor::wrap_device(o.device, ks.native_handle(nullptr, owner->raw_buffer()), shape);
+        t.device_owner_ = owner;
+        owners.push_back(owner);
+        return t;
+    };
+    // A kernel's view of (part of) output tensor t.
+    auto output_view = [&](Tensor &t, std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) {
+        if (!device_out) return view(t.f32(), extent_stride);
+        HBuf &owner = *std::static_pointer_cast<HBuf>(t.device_owner_);
+        return dv.alias(owner, view(static_cast<const float *>(nullptr), extent_stride));
+    };
+    auto finish_output = [&](HBuf &b) {
+        if (!device_out) dv.to_host(b);
+    };
+
     ForwardResult result;
     const std::vector<int64_t> out_shape = g.batched ? (o.batch_first ? std::vector<int64_t>{N, L, E}
                                                                       : std::vector<int64_t>{L, N, E})
                                                      : std::vector<int64_t>{L, E};
-    result.attn_output = Tensor::uninitialized(out_shape);
-    float *per_head = nullptr;  // (N, H, L, S') weights: the output, or scratch when averaged
+    result.attn_output = make_output(out_shape);
     if (f.need_weights) {
         std::vector<int64_t> ws = f.average_attn_weights ? std::vector<int64_t>{N, L, Sk}
                                                          : std::vector<int64_t>{N, H, L, Sk};
-        Tensor w = Tensor::uninitialized(ws);
-        if (!f.average_attn_weights) per_head = w.f32();
+        Tensor w = make_output(ws);
         if (!g.batched) ws.erase(ws.begin());
         result.attn_output_weights = w.reshape(ws);
     }
     if (L == 0 || N == 0) return result;
 
-    const KernelSet &ks = *m.kernels;
-    const DeviceViews dv{ks};
     // Projections. q and the attention output keep the caller's row order; keys
     // and values are laid out as (S', N, E) or (N, S', E) so that the appended
     // positions (bias_kv, zero_attn) follow the real ones.
@@ -450,25 +487,21 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
-    // Batch-major keys with appended rows are projected one batch at a time into
-    // row crops. On a GPU a crop is an OpenCL sub-buffer, whose offset must be
-    // aligned, so each batch's rows start on a 4 KiB boundary there (the views
-    // carry the padded stride; the padding rows are never read).
+    // Batch-major keys with appended rows: (N, S', E) rows are not one run of the
+    // input's (N, S, E) rows, so K and V are projected into a dense (N, S, E)
+    // scratch and copied into place with Halide's strided buffer copy (host or
+    // device alike).
     const bool per_batch = g.kv_pos == 1 && Sk != S && S > 0;
-    int64_t kv_rows_per_batch = Sk;
-    while (ks.device && per_batch && (kv_rows_per_batch * E * (int64_t)sizeof(float)) % 4096 != 0) {
-        kv_rows_per_batch++;
-    }
-    const int64_t kv_rows = g.kv_pos == 1 ? kv_rows_per_batch * N : Sk * N;
+    const int64_t kv_rows = Sk * N;
     WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, kv_rows * E, kv_rows * E,
-                                      averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0});
-    float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3];
-    if (averaged) per_head = ws[4];
+                                      averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0,
+                                      per_batch ? S * N * E : 0, per_batch ? S * N * E : 0});
+    float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
     HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * N, E}}));
     HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * N, E}}));
     HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {kv_rows, E}}));
     HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {kv_rows, E}}));
-    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? kv_rows_per_batch : 1;  // in rows
+    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
 
     // Appended rows (bias_k/bias_v, then zero_attn's zeros) are written on the
     // host first; on a GPU the whole scratch then goes up once, before the
@@ -494,28 +527,24 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         }
     }
     {
-        HBuf x = dv.input(view(query.f32(), {{E, 1}, {L * N, E}}));
+        HBuf x = dv.input<float>(query, {{E, 1}, {L * N, E}});
         project(ks, m.q, x, q_rows);
     }
     if (S > 0) {
-        HBuf kx = dv.input(view(key.f32(), {{o.kdim, 1}, {S * N, o.kdim}}));
-        HBuf vx = dv.input(view(value.f32(), {{o.vdim, 1}, {S * N, o.vdim}}));
+        HBuf kx = dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}});
+        HBuf vx = dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}});
         if (!per_batch) {
             HBuf ky = k_rows.cropped(1, 0, (int)(S * N)), vy = v_rows.cropped(1, 0, (int)(S * N));
             project(ks, m.k, kx, ky);
             project(ks, m.v, vx, vy);
         } else {
-            // The input rows are renumbered to match the output rows they produce
-            // (translating the output's device crop instead loses its writes).
-            auto rows_at = [](HBuf &x, int64_t first, int64_t count, int64_t at) {
-                return x.cropped(1, (int)first, (int)count).translated(1, (int)(at - first));
-            };
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t at = n * kv_batch;
-                HBuf kxn = rows_at(kx, n * S, S, at), vxn = rows_at(vx, n * S, S, at);
-                HBuf ky = k_rows.cropped(1, (int)at, (int)S), vy = v_rows.cropped(1, (int)at, (int)S);
-                project(ks, m.k, kxn, ky);
-                project(ks, m.v, vxn, vy);
+            const std::pair<HBuf *, float *> kv_scratch[] = {{&k_rows, ws[5]}, {&v_rows, ws[6]}};
+            for (const auto &[rows, dense] : kv_scratch) {
+                HBuf y = dv.scratch(view(dense, {{E, 1}, {S * N, E}}));
+                project(ks, rows == &k_rows ? m.k : m.v, rows == &k_rows ? kx : vx, y);
+                HBuf from = dv.alias(y, view(dense, {{E, 1}, {S, E}, {N, S * E}}));
+                HBuf to = dv.alias(*rows, view(rows == &k_rows ? kp : vp, {{E, 1}, {S, E}, {N, Sk * E}}));
+                check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
             }
         }
     }
@@ -531,33 +560,32 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const int64_t Sm = std::max<int64_t>(S, 1);
     std::vector<float> zeros_f((size_t)Sm, 0.0f);
     std::vector<uint8_t> zeros_b((size_t)Sm, 0);
-    auto am_f = view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
-    auto am_b = view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
+    auto am_f = dv.input(view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
+    auto am_b = dv.input(view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
     if (f.attn_mask && S > 0) {
         const Tensor &a = *f.attn_mask;
         int64_t hs = a.dim() == 3 ? L * S : 0, ns = a.dim() == 3 ? H * L * S : 0;
         if (a.dtype() == DType::F32) {
-            am_f = view(a.f32(), {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+            am_f = dv.input<float>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
         } else {
-            am_b = view(a.bytes(), {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+            am_b = dv.input<uint8_t>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
         }
     }
     std::vector<float> kpm_storage;
-    auto kpm = view(zeros_f.data(), {{Sm, 1}, {N, 0}});
+    auto kpm = dv.input(view(zeros_f.data(), {{Sm, 1}, {N, 0}}));
     if (f.key_padding_mask && S > 0) {
         const Tensor &k = *f.key_padding_mask;
         if (k.dtype() == DType::F32) {
-            kpm = view(k.f32(), {{S, 1}, {N, S}});
+            kpm = dv.input<float>(k, {{S, 1}, {N, S}});
         } else {
+            // N*S bytes: converted on the host (a device mask is copied down first).
+            const Tensor host = k.to_host();
             kpm_storage.resize((size_t)(N * S));
             const float inf = std::numeric_limits<float>::infinity();
-            for (size_t i = 0; i < kpm_storage.size(); i++) kpm_storage[i] = k.bytes()[i] ? -inf : 0.0f;
-            kpm = view(kpm_storage.data(), {{S, 1}, {N, S}});
+            for (size_t i = 0; i < kpm_storage.size(); i++) kpm_storage[i] = host.bytes()[i] ? -inf : 0.0f;
+            kpm = dv.input(view(kpm_storage.data(), {{S, 1}, {N, S}}));
         }
     }
-    am_f = dv.input(std::move(am_f));
-    am_b = dv.input(std::move(am_b));
-    kpm = dv.input(std::move(kpm));
     const float scale = (float)std::sqrt(1.0 / (double)D);
     const int masked_keys = (int)S;
     const bool has_masks = (f.attn_mask || f.key_padding_mask) && S > 0;
@@ -587,9 +615,11 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         // cache when attend (and head_mean) read them back; when averaging they
         // are scratch of N*H*chunk*S' floats only. Crops keep absolute coordinates.
         const int64_t chunk = std::min(L, kWeightsQueryChunk);
-        HBuf per_head_all = averaged ? dv.scratch(view(per_head, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
-                                     : view(per_head, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
-        HBuf mean_all = averaged ? view(result.attn_output_weights->f32(), {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
+        Tensor &weights = *result.attn_output_weights;
+        HBuf per_head_all =
+            averaged ? dv.scratch(view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
+                     : output_view(weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
+        HBuf mean_all = averaged ? output_view(weights, {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
@@ -602,15 +632,15 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             if (averaged) {
                 HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                 check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
-                dv.to_host(mc);
+                finish_output(mc);
             } else {
-                dv.to_host(wv);
+                finish_output(wv);
             }
         }
     }
-    HBuf out = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
+    HBuf out = output_view(result.attn_output, {{E, 1}, {L * N, E}});
     project(ks, m.o, attn_rows, out);
-    dv.to_host(out);
+    finish_output(out);
     return result;
 }
 

@@ -92,6 +92,23 @@ Tensor Tensor::wrap(void *data, std::vector<int64_t> shape, DType dtype) {
     return t;
 }
 
+Tensor Tensor::wrap_device(Device device, uint64_t native_handle, std::vector<int64_t> shape, DType dtype) {
+    if (device == Device::CPU) {
+        throw Error("Tensor::wrap_device: expected device cuda or opencl, got cpu (use Tensor::wrap for host memory)");
+    }
+    Tensor t;
+    t.shape_ = std::move(shape);
+    t.dtype_ = dtype;
+    checked_numel(t.shape_);
+    t.device_ = device;
+    t.device_handle_ = native_handle;
+    if (native_handle == 0 && t.numel() > 0) {
+        throw Error("Tensor::wrap_device: expected a device allocation for shape " + t.shape_str() +
+                    ", got a null handle");
+    }
+    return t;
+}
+
 int64_t Tensor::size(int64_t d) const {
     int64_t r = dim();
     int64_t k = d < 0 ? d + r : d;

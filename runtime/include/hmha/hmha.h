@@ -48,13 +48,26 @@ public:
     static Tensor from_bools(std::vector<int64_t> shape, const std::vector<uint8_t> &values);
     // Non-owning view of caller memory: float for F32, one byte per element for Bool.
     static Tensor wrap(void *data, std::vector<int64_t> shape, DType dtype = DType::F32);
+    // Non-owning view of dense row-major device memory the caller keeps alive:
+    // a CUdeviceptr for Device::CUDA, a cl_mem for Device::OpenCL. forward() on a
+    // module of that device reads such inputs in place, and when `query` is on
+    // the device it returns the outputs there too (owned by the returned Tensor).
+    static Tensor wrap_device(Device device, uint64_t native_handle, std::vector<int64_t> shape,
+                              DType dtype = DType::F32);
+
+    // Where the data lives. Device tensors have no host pointer (f32() and
+    // bytes() return null): read them with to_host() or through native_handle().
+    Device device() const { return device_; }
+    uint64_t native_handle() const { return device_handle_; }
+    // A host copy of a device tensor; a host tensor returns itself.
+    Tensor to_host() const;
 
     const std::vector<int64_t> &shape() const { return shape_; }
     int64_t dim() const { return (int64_t)shape_.size(); }
     int64_t size(int64_t d) const;  // negative d counts from the end
     int64_t numel() const;
     DType dtype() const { return dtype_; }
-    bool defined() const { return data_ != nullptr || numel() == 0; }
+    bool defined() const { return data_ != nullptr || device_handle_ != 0 || numel() == 0; }
     size_t nbytes() const;
 
     float *f32();
@@ -74,6 +87,11 @@ private:
     DType dtype_ = DType::F32;
     std::shared_ptr<uint8_t[]> storage_;
     void *data_ = nullptr;
+    Device device_ = Device::CPU;
+    uint64_t device_handle_ = 0;
+    std::shared_ptr<void> device_owner_;  // keeps device memory the runtime allocated alive
+
+    friend class MultiheadAttention;
 };
 
 // Constructor arguments of nn.MultiheadAttention. kdim/vdim of 0 mean embed_dim.

@@ -1,0 +1,128 @@
+// Tensors that already live on the device (Tensor::wrap_device): forward reads
+// them in place and returns outputs on the device when the query is there.
+// Runs only in the per-device suites (tag [device]); device memory is made
+// with Halide's runtime, as an app would with cudaMalloc or clCreateBuffer.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "HalideBuffer.h"
+#include "HalideRuntimeCuda.h"
+#include "HalideRuntimeOpenCL.h"
+#include "device.h"
+#include "hmha/hmha.h"
+
+namespace {
+
+const halide_device_interface_t *interface_of(hmha::Device d) {
+    return d == hmha::Device::CUDA ? halide_cuda_device_interface() : halide_opencl_device_interface();
+}
+
+uint64_t native_handle_of(hmha::Device d, halide_buffer_t *b) {
+    return d == hmha::Device::CUDA ? halide_cuda_get_device_ptr(nullptr, b) : halide_opencl_get_cl_mem(nullptr, b);
+}
+
+// A device copy of a host tensor, kept alive by `keep`.
+hmha::Tensor upload(const hmha::Tensor &host, std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> &keep) {
+    const hmha::Device d = test_device();
+    auto b = std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(host.bytes()),
+                                                                (int)host.nbytes());
+    b->set_host_dirty();
+    REQUIRE(b->copy_to_device(interface_of(d)) == 0);
+    keep.push_back(b);
+    return hmha::Tensor::wrap_device(d, native_handle_of(d, b->raw_buffer()), host.shape(), host.dtype());
+}
+
+hmha::Tensor random_tensor(std::vector<int64_t> shape, std::mt19937 &rng, float scale = 1.0f) {
+    hmha::Tensor t(std::move(shape));
+    std::normal_distribution<float> nd(0.0f, scale);
+    for (int64_t i = 0; i < t.numel(); i++) t.f32()[i] = nd(rng);
+    return t;
+}
+
+void require_equal(const hmha::Tensor &a, const hmha::Tensor &b) {
+    REQUIRE(a.device() == hmha::Device::CPU);
+    REQUIRE(a.shape() == b.shape());
+    for (int64_t i = 0; i < a.numel(); i++) {
+        INFO("element " << i);
+        REQUIRE(a.f32()[i] == b.f32()[i]);
+    }
+}
+
+struct Module {
+    hmha::MultiheadAttention mha;
+    static Module make(int64_t E, int64_t H, bool add_bias_kv, std::mt19937 &rng) {
+        std::map<std::string, hmha::Tensor> sd{{"in_proj_weight", random_tensor({3 * E, E}, rng, 0.3f)},
+                                               {"in_proj_bias", random_tensor({3 * E}, rng, 0.1f)},
+                                               {"out_proj.weight", random_tensor({E, E}, rng, 0.3f)},
+                                               {"out_proj.bias", random_tensor({E}, rng, 0.1f)}};
+        hmha::Options o;
+        o.embed_dim = E;
+        o.num_heads = H;
+        o.batch_first = true;
+        o.add_bias_kv = add_bias_kv;
+        o.device = test_device();
+        if (add_bias_kv) {
+            sd["bias_k"] = random_tensor({1, 1, E}, rng);
+            sd["bias_v"] = random_tensor({1, 1, E}, rng);
+        }
+        return Module{hmha::MultiheadAttention(o, sd)};
+    }
+};
+
+}  // namespace
+
+TEST_CASE("device tensors: inputs on the device give the host path's outputs on the device", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    std::mt19937 rng(7);
+    const int64_t N = 2, L = 5, S = 7, E = 12, H = 3;
+    for (bool need_weights : {false, true}) {
+        for (bool average : {true, false}) {
+            for (bool bias_kv : {false, true}) {
+                INFO("need_weights=" << need_weights << " average=" << average << " add_bias_kv=" << bias_kv);
+                Module m = Module::make(E, H, bias_kv, rng);
+                hmha::Tensor q = random_tensor({N, L, E}, rng), k = random_tensor({N, S, E}, rng),
+                             v = random_tensor({N, S, E}, rng), am = random_tensor({L, S}, rng);
+                hmha::Tensor kpm = hmha::Tensor::from_bools({N, S}, {0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1});
+                hmha::ForwardOptions host_f;
+                host_f.need_weights = need_weights;
+                host_f.average_attn_weights = average;
+                host_f.attn_mask = am;
+                host_f.key_padding_mask = kpm;
+                const hmha::ForwardResult want = m.mha.forward(q, k, v, host_f);
+
+                std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
+                hmha::ForwardOptions dev_f = host_f;
+                dev_f.attn_mask = upload(am, keep);
+                dev_f.key_padding_mask = upload(kpm, keep);
+                const hmha::ForwardResult got = m.mha.forward(upload(q, keep), upload(k, keep), upload(v, keep), dev_f);
+                REQUIRE(got.attn_output.device() == test_device());
+                REQUIRE(got.attn_output.f32() == nullptr);
+                REQUIRE(got.attn_output.native_handle() != 0);
+                require_equal(got.attn_output.to_host(), want.attn_output);
+                REQUIRE(got.attn_output_weights.has_value() == need_weights);
+                if (need_weights) {
+                    REQUIRE(got.attn_output_weights->device() == test_device());
+                    require_equal(got.attn_output_weights->to_host(), *want.attn_output_weights);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("device tensors: a host query with device keys and values returns host outputs", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    std::mt19937 rng(8);
+    Module m = Module::make(8, 2, false, rng);
+    hmha::Tensor q = random_tensor({3, 4, 8}, rng), kv = random_tensor({3, 6, 8}, rng);
+    const hmha::ForwardResult want = m.mha.forward(q, kv, kv);
+    std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
+    hmha::Tensor kv_dev = upload(kv, keep);
+    const hmha::ForwardResult got = m.mha.forward(q, kv_dev, kv_dev);
+    require_equal(got.attn_output, want.attn_output);
+    require_equal(*got.attn_output_weights, *want.attn_output_weights);
+}
