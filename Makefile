@@ -11,7 +11,7 @@ CMAKE := $(HMHA_VENV)/bin/cmake
 CTEST := $(HMHA_VENV)/bin/ctest
 HALIDE_DIR = $(shell $(HMHA_VENV)/bin/python -c "import halide, os; print(os.path.join(halide.install_dir(), 'lib64', 'cmake', 'Halide'))")
 
-.PHONY: all bootstrap configure build test run bench clean
+.PHONY: all bootstrap configure build test run bench tune clean
 
 all: build
 
@@ -33,6 +33,11 @@ run: build
 
 bench: build
 	@$(BUILD_DIR)/bench/hmha_bench
+
+# Retune the CPU schedules for this machine, then rebuild with the winners.
+tune: build
+	@$(BUILD_DIR)/bench/tune/hmha_tune --out schedules/tuned/host.json
+	@$(CMAKE) --build $(BUILD_DIR) -j $(JOBS)
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,0 +1,210 @@
+// The schedule tuner: sweeps each CPU kernel's schedule GeneratorParams with
+// Halide's JIT, times every variant on the shape classes below, and writes the
+// winners to schedules/tuned/<name>.json, which the build reads (CMakeLists.txt,
+// HMHA_TUNED_FILE) as the generators' PARAMS.
+//
+//   build/bench/tune/hmha_tune [--out schedules/tuned/host.json] [--quick]
+//
+// One winner per kernel: the variant with the least total time over the shape
+// classes (small batch of short sequences, the MHA bench shape, a long sequence),
+// so no class is tuned at the others' expense by more than the sum shows.
+// The untuned defaults (target-derived, schedules/cpu/defaults.h) are always in
+// the sweep, so a tuned build is never slower than an untuned one on this sum.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "Halide.h"
+
+using namespace Halide;
+
+namespace {
+
+using Params = std::map<std::string, std::string>;
+
+struct Shape {
+    int N, L, S, E, H;
+    std::string name() const {
+        return "N" + std::to_string(N) + "_L" + std::to_string(L) + "_S" + std::to_string(S) + "_E" +
+               std::to_string(E) + "_H" + std::to_string(H);
+    }
+};
+
+Buffer<float> random_buffer(std::vector<int> extents, std::mt19937 &rng) {
+    Buffer<float> b(extents);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    b.for_each_value([&](float &x) { x = nd(rng); });
+    return b;
+}
+
+// A zero-stride view of a zero row, as the runtime passes absent masks.
+template <typename T>
+Buffer<T> zero_mask(const Buffer<T> &row, std::vector<int> extents) {
+    std::vector<halide_dimension_t> dims{{0, row.dim(0).extent(), 1}};
+    for (int e : extents) dims.push_back({0, e, 0});
+    return Buffer<T>(const_cast<T *>(row.data()), (int)dims.size(), dims.data());
+}
+
+double time_ms(const std::function<void()> &run, int reps) {
+    run();  // warm-up (and first-touch of outputs)
+    std::vector<double> t;
+    for (int i = 0; i < reps; i++) {
+        auto t0 = std::chrono::steady_clock::now();
+        run();
+        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+// Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
+std::function<void()> build(const std::string &kernel, const Params &params, const Shape &s, const Target &target) {
+    auto gen = Internal::GeneratorRegistry::create(kernel, GeneratorContext(target));
+    for (const auto &[k, v] : params) gen->set_generatorparam_value(k, v);
+    Pipeline p = gen->build_pipeline();
+    std::mt19937 rng(1);
+    const int D = s.E / s.H;
+    auto bind = [&](const std::string &name, const Buffer<> &b) { gen->input_parameter(name)[0].set_buffer(b); };
+    Buffer<float> zf(std::max(s.S, 1));
+    Buffer<uint8_t> zb(std::max(s.S, 1));
+    zf.fill(0.0f);
+    zb.fill(0);
+    std::vector<Buffer<>> outputs;
+    if (kernel == "linear") {
+        bind("x", random_buffer({s.E, s.L * s.N}, rng));
+        bind("weight_t", random_buffer({s.E, s.E}, rng));
+        bind("bias", random_buffer({s.E}, rng));
+        outputs.push_back(Buffer<float>(s.E, s.L * s.N));
+    } else if (kernel == "sdpa" || kernel == "masked_softmax") {
+        bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
+        bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
+        if (kernel == "sdpa") bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
+        bind("attn_mask", zero_mask(zf, {s.L, s.H, s.N}));
+        bind("attn_mask_bool", zero_mask(zb, {s.L, s.H, s.N}));
+        bind("key_padding", zero_mask(zf, {s.N}));
+        gen->input_parameter("masked_keys")[0].set_scalar<int>(s.S);
+        gen->input_parameter("causal")[0].set_scalar<bool>(false);
+        gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
+        gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
+        outputs.push_back(kernel == "sdpa" ? Buffer<float>(D, s.H, s.L, s.N) : Buffer<float>(s.S, s.L, s.H, s.N));
+    } else if (kernel == "attend") {
+        bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
+        bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
+        outputs.push_back(Buffer<float>(D, s.H, s.L, s.N));
+    }
+    p.compile_jit(target);
+    // The runner owns everything the pipeline reads and writes.
+    auto keep = std::make_shared<std::tuple<decltype(gen), Buffer<float>, Buffer<uint8_t>, Realization>>(
+        std::move(gen), zf, zb, Realization(outputs));
+    return [p, keep, target]() mutable { p.realize(std::get<3>(*keep), target); };
+}
+
+std::vector<Params> sweep(const std::string &kernel, bool quick) {
+    std::vector<Params> v{{}};  // the untuned defaults first
+    auto add = [&](Params p) { v.push_back(std::move(p)); };
+    if (kernel == "linear") {
+        for (int to : quick ? std::vector<int>{48, 64} : std::vector<int>{32, 48, 64, 96})
+            for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
+                for (int ur : quick ? std::vector<int>{4} : std::vector<int>{2, 4, 6})
+                    add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
+    } else if (kernel == "sdpa") {
+        for (int kb : quick ? std::vector<int>{128, 256} : std::vector<int>{64, 128, 256, 512})
+            for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
+                add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
+    } else {
+        for (int qb : quick ? std::vector<int>{16, 64} : std::vector<int>{8, 16, 32, 64, 128})
+            add({{"query_block", std::to_string(qb)}});
+    }
+    return v;
+}
+
+std::string describe(const Params &p) {
+    if (p.empty()) return "(defaults)";
+    std::string s;
+    for (const auto &[k, v] : p) s += (s.empty() ? "" : " ") + k + "=" + v;
+    return s;
+}
+
+void progress(int done, int total, const std::string &what) {
+    const int width = 30, filled = total ? done * width / total : width;
+    std::fprintf(stderr, "\r[%s%s] %3d/%d %-60.60s", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), done, total, what.c_str());
+    std::fflush(stderr);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string out = "schedules/tuned/host.json";
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--out" && i + 1 < argc) {
+            out = argv[++i];
+        } else if (a == "--quick") {
+            quick = true;
+        } else {
+            std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick]\n");
+            return 2;
+        }
+    }
+    const Target target = get_host_target();
+    const std::vector<Shape> classes = quick ? std::vector<Shape>{{4, 256, 256, 512, 8}}
+                                             : std::vector<Shape>{{32, 128, 128, 256, 4},
+                                                                  {4, 512, 512, 512, 8},
+                                                                  {1, 2048, 2048, 512, 8}};
+    const std::vector<std::string> kernels{"linear", "sdpa", "masked_softmax", "attend"};
+    int total = 0, done = 0;
+    for (const auto &k : kernels) total += (int)sweep(k, quick).size() * (int)classes.size();
+
+    std::string json = "{\n  \"target\": \"" + target.to_string() + "\",\n  \"kernels\": {\n";
+    std::string table;
+    for (size_t ki = 0; ki < kernels.size(); ki++) {
+        const std::string &kernel = kernels[ki];
+        // Compile every variant for a shape, then time them round-robin and keep
+        // each one's best round: a burst of load elsewhere then hits all alike.
+        const std::vector<Params> variants = sweep(kernel, quick);
+        std::vector<double> sum(variants.size(), 0.0);
+        for (const Shape &s : classes) {
+            std::vector<std::function<void()>> runs;
+            for (const Params &p : variants) {
+                progress(done++, total, kernel + " " + describe(p) + " " + s.name());
+                runs.push_back(build(kernel, p, s, target));
+            }
+            std::vector<double> best_round(variants.size(), 1e30);
+            for (int round = 0; round < 3; round++) {
+                for (size_t i = 0; i < runs.size(); i++) {
+                    best_round[i] = std::min(best_round[i], time_ms(runs[i], quick ? 3 : 5));
+                }
+            }
+            for (size_t i = 0; i < variants.size(); i++) sum[i] += best_round[i];
+        }
+        size_t w = std::min_element(sum.begin(), sum.end()) - sum.begin();
+        const double best = sum[w], base = sum[0];
+        const Params winner = variants[w];
+        char line[256];
+        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx)\n", kernel.c_str(),
+                      describe(winner).c_str(), best, base, base / best);
+        table += line;
+        json += "    \"" + kernel + "\": {";
+        bool first = true;
+        for (const auto &[k, v] : winner) json += std::string(first ? "" : ", ") + "\"" + k + "\": " + v, first = false;
+        json += std::string("}") + (ki + 1 < kernels.size() ? "," : "") + "\n";
+    }
+    json += "  }\n}\n";
+    progress(total, total, "done");
+    std::fprintf(stderr, "\n");
+    std::printf("target %s; time summed over %zu shape class(es)\n%s", target.to_string().c_str(), classes.size(),
+                table.c_str());
+    std::ofstream(out) << json;
+    std::printf("wrote %s\n", out.c_str());
+    return 0;
+}
