@@ -13,6 +13,7 @@
 #include <hmha/safetensors.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -34,10 +35,17 @@ const std::set<std::string> kNotWeights = {"query",     "key",         "value",
                                            "attn_mask", "attn_output", "attn_output_weights",
                                            "key_padding_mask"};
 
+// The fixtures' folder: HMHA_GOLDEN_DIR in the environment (a test binary carried
+// to another machine, bench/gpu/run.sh), else the source tree it was built from.
+std::string golden_dir() {
+    const char *env = std::getenv("HMHA_GOLDEN_DIR");
+    return env && *env ? env : HMHA_GOLDEN_DIR;
+}
+
 std::vector<fs::path> fixture_paths() {
     std::vector<fs::path> paths;
     std::error_code ec;
-    for (const auto &entry : fs::directory_iterator(HMHA_GOLDEN_DIR, ec))
+    for (const auto &entry : fs::directory_iterator(golden_dir(), ec))
         if (entry.is_regular_file() && entry.path().extension() == ".safetensors") paths.push_back(entry.path());
     std::sort(paths.begin(), paths.end());
     return paths;
@@ -229,7 +237,7 @@ void check_fixture(const fs::path &path) {
 
 TEST_CASE("forward matches torch.nn.MultiheadAttention on every golden fixture", "[golden]") {
     const std::vector<fs::path> paths = fixture_paths();
-    INFO("fixtures in " << HMHA_GOLDEN_DIR << " (regenerate with tests/golden/make_golden.py)");
+    INFO("fixtures in " << golden_dir() << " (regenerate with tests/golden/make_golden.py)");
     REQUIRE(paths.size() >= kMinFixtures);
     for (const fs::path &path : paths) {
         DYNAMIC_SECTION(path.stem().string()) {

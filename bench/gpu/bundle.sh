@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Step 1 of the GPU run, here (no GPU needed): build, then gather what the GPU
+# machine needs into .gpu-bundle/ (git-ignored): the test and bench binaries
+# (their CUDA kernels are compiled in; Halide loads the driver at run time) and
+# the shared libraries they use that a bare CUDA image may lack.
+#
+#   bench/gpu/bundle.sh [BUILD_DIR]          then, on the GPU machine:
+#   bench/gpu/run.sh                          (the device tool: carry .gpu-bundle)
+#
+# Set HMHA_CUDA_CAPABILITY=cuda_capability_90 (say) to build for another GPU.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-build}
+cd "$root"
+extra=()
+[ -n "${HMHA_CUDA_CAPABILITY:-}" ] && extra=(CMAKE_ARGS="-DHMHA_CUDA_CAPABILITY=$HMHA_CUDA_CAPABILITY")
+make build BUILD_DIR="$build" "${extra[@]}"
+
+bundle="$root/.gpu-bundle"
+rm -rf "$bundle"
+mkdir -p "$bundle/lib"
+bins=("$build/tests/hmha_tests" "$build/bench/hmha_bench" "$build/hmha")
+cp "${bins[@]}" "$bundle/"
+# Everything outside glibc and the compiler runtime travels with the binaries.
+for bin in "${bins[@]}"; do
+    ldd "$bin" | awk '/=> \// {print $3}' | while read -r lib; do
+        case "$(basename "$lib")" in
+        libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libgcc_s.so* | libstdc++.so*) ;;
+        *) cp -L "$lib" "$bundle/lib/" ;;
+        esac
+    done
+done
+git rev-parse --short HEAD > "$bundle/commit"
+du -sh "$bundle"
+echo "bundle ready: run bench/gpu/run.sh on the GPU machine with .gpu-bundle carried"
