@@ -17,6 +17,7 @@
 # are installed as files ($<TARGET_FILE>) under fixed names, and the package's
 # targets are written by hand (an install(EXPORT) would drag in Halide::Runtime
 # and nlohmann_json, which an app must not need).
+include_guard(GLOBAL)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
