@@ -1,17 +1,21 @@
 # The README's two commands: `make run` (build and demo) and `make test`
 # (build and the whole suite). Both bootstrap their toolchain first.
+# `make test-arm64` cross-builds for arm-64-linux and runs the CPU suite under
+# qemu-aarch64 (CMakePresets.json "arm64"), with the generators of $(BUILD_DIR).
 HMHA_VENV ?= $(HOME)/.cache/hmha/venv
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)
+ARM64_BUILD_DIR ?= build-arm64
+ARM64_CMAKE_ARGS ?=
 
 export HMHA_VENV
 CMAKE := $(HMHA_VENV)/bin/cmake
 CTEST := $(HMHA_VENV)/bin/ctest
 HALIDE_DIR = $(shell $(HMHA_VENV)/bin/python -c "import halide, os; print(os.path.join(halide.install_dir(), 'lib64', 'cmake', 'Halide'))")
 
-.PHONY: all bootstrap configure build test run bench tune clean
+.PHONY: all bootstrap configure build test test-arm64 run bench tune clean
 
 all: build
 
@@ -28,6 +32,15 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && $(CTEST) --output-on-failure -j $(JOBS)
 
+# The cross build imports the host build's generators, so only those are built there.
+test-arm64: configure
+	@$(CMAKE) --build $(BUILD_DIR) --target hmha_generators -j $(JOBS)
+	@$(CMAKE) --preset arm64 -B $(ARM64_BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DCMAKE_MAKE_PROGRAM=$(HMHA_VENV)/bin/ninja -DHalide_DIR=$(HALIDE_DIR) \
+	    -DHalideMHA-halide_generators_DIR=$(abspath $(BUILD_DIR))/cmake $(ARM64_CMAKE_ARGS) >/dev/null
+	@$(CMAKE) --build $(ARM64_BUILD_DIR) -j $(JOBS)
+	@cd $(ARM64_BUILD_DIR) && $(CTEST) --output-on-failure -j $(JOBS)
+
 run: build
 	@scripts/demo.sh $(BUILD_DIR)
 
@@ -40,4 +53,12 @@ tune: build
 	@$(CMAKE) --build $(BUILD_DIR) -j $(JOBS)
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ARM64_BUILD_DIR)
+
+# The CPU bench report of issue 4 (bench/README.md): builds build-bench/ with
+# the autoscheduled kernel variants, runs every case (about 15-20 minutes) and
+# writes bench/results/<machine>-<date>.md with its charts.
+bench-report:
+	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_BENCH_AUTOSCHEDULERS=ON"
+	@py=$$(scripts/bootstrap_torch.sh) && $$py -m pip install -q --disable-pip-version-check -r bench/requirements-report.txt && \
+	    $$py bench/report.py --build-dir build-bench --torch-python $$py $(BENCH_REPORT_ARGS)

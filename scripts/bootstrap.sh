@@ -6,8 +6,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${HMHA_VENV:-$HOME/.cache/hmha/venv}
 
+# g++-aarch64-linux-gnu and qemu-user: the arm-64-linux cross build and its
+# tests (make test-arm64); qemu-user also emulates x86-64 CPUs without AVX-512
+# for the CPU dispatch tests.
 debs=(g++ make python3-venv catch2 libopenblas-dev libbenchmark-dev nlohmann-json3-dev libpng-dev
-      pocl-opencl-icd ocl-icd-opencl-dev)
+      pocl-opencl-icd ocl-icd-opencl-dev g++-aarch64-linux-gnu qemu-user)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -128,6 +128,13 @@ hmha::Tensor random_bools(std::mt19937 &rng, std::vector<int64_t> shape, double 
 
 // ---- running the CLI --------------------------------------------------------
 
+// A cross build's tests run under an emulator (qemu-user), which cannot exec
+// another target binary by itself: CMake passes its command line, a list of
+// string literals each followed by a comma, and the CLI runs through it too.
+#ifndef HMHA_CLI_EMULATOR
+#define HMHA_CLI_EMULATOR
+#endif
+
 struct CliResult {
     int exit_code = -1;
     bool signaled = false;
@@ -143,13 +150,13 @@ CliResult run_cli(const TempDir &dir, const std::vector<std::string> &args) {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> all{HMHA_CLI_PATH};
+    std::vector<std::string> all{HMHA_CLI_EMULATOR HMHA_CLI_PATH};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char *> argv;
     for (std::string &a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
-    int rc = posix_spawn(&pid, HMHA_CLI_PATH, &fa, nullptr, argv.data(), environ);
+    int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     REQUIRE(rc == 0);
     int status = 0;

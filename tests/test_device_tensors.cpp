@@ -18,12 +18,28 @@
 
 namespace {
 
+// The GPU families this build has (HMHA_HAVE_OPENCL / HMHA_HAVE_CUDA, from
+// HMHA_TARGETS): the device suites run only for those.
 const halide_device_interface_t *interface_of(hmha::Device d) {
-    return d == hmha::Device::CUDA ? halide_cuda_device_interface() : halide_opencl_device_interface();
+#if HMHA_HAVE_CUDA
+    if (d == hmha::Device::CUDA) return halide_cuda_device_interface();
+#endif
+#if HMHA_HAVE_OPENCL
+    if (d == hmha::Device::OpenCL) return halide_opencl_device_interface();
+#endif
+    FAIL("this build has no " << hmha::to_string(d) << " kernels");
+    return nullptr;
 }
 
 uint64_t native_handle_of(hmha::Device d, halide_buffer_t *b) {
-    return d == hmha::Device::CUDA ? halide_cuda_get_device_ptr(nullptr, b) : halide_opencl_get_cl_mem(nullptr, b);
+#if HMHA_HAVE_CUDA
+    if (d == hmha::Device::CUDA) return halide_cuda_get_device_ptr(nullptr, b);
+#endif
+#if HMHA_HAVE_OPENCL
+    if (d == hmha::Device::OpenCL) return halide_opencl_get_cl_mem(nullptr, b);
+#endif
+    FAIL("this build has no " << hmha::to_string(d) << " kernels");
+    return 0;
 }
 
 // A device copy of a host tensor, kept alive by `keep`.

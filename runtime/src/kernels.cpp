@@ -6,18 +6,22 @@
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
-#include "HalideRuntimeCuda.h"
+#if HMHA_HAVE_OPENCL
 #include "HalideRuntimeOpenCL.h"
-#include "hmha_attend_cuda.h"
 #include "hmha_attend_opencl.h"
-#include "hmha_head_mean_cuda.h"
 #include "hmha_head_mean_opencl.h"
-#include "hmha_linear_cuda.h"
 #include "hmha_linear_opencl.h"
-#include "hmha_masked_softmax_cuda.h"
 #include "hmha_masked_softmax_opencl.h"
-#include "hmha_sdpa_cuda.h"
 #include "hmha_sdpa_opencl.h"
+#endif
+#if HMHA_HAVE_CUDA
+#include "HalideRuntimeCuda.h"
+#include "hmha_attend_cuda.h"
+#include "hmha_head_mean_cuda.h"
+#include "hmha_linear_cuda.h"
+#include "hmha_masked_softmax_cuda.h"
+#include "hmha_sdpa_cuda.h"
+#endif
 
 namespace {
 // Halide reports errors through halide_error; keep the text for the exception
@@ -46,20 +50,42 @@ std::string probe_device(const halide_device_interface_t *iface) {
     return why;
 }
 
+// The GPU families this build has; null for one it did not generate.
+const KernelSet *opencl_kernels() {
+#if HMHA_HAVE_OPENCL
+    static const KernelSet opencl{hmha_linear_opencl,      hmha_sdpa_opencl,
+                                  hmha_masked_softmax_opencl, hmha_attend_opencl,
+                                  hmha_head_mean_opencl,   halide_opencl_device_interface(),
+                                  halide_opencl_get_cl_mem};
+    return &opencl;
+#else
+    return nullptr;
+#endif
+}
+
+const KernelSet *cuda_kernels() {
+#if HMHA_HAVE_CUDA
+    static const KernelSet cuda{hmha_linear_cuda,      hmha_sdpa_cuda,       hmha_masked_softmax_cuda,
+                                hmha_attend_cuda,      hmha_head_mean_cuda,  halide_cuda_device_interface(),
+                                halide_cuda_get_device_ptr};
+    return &cuda;
+#else
+    return nullptr;
+#endif
+}
+
 }  // namespace
 
 const KernelSet &kernels_for(Device device) {
     static const KernelSet cpu{hmha_linear_cpu, hmha_sdpa_cpu, hmha_masked_softmax_cpu, hmha_attend_cpu,
                                hmha_head_mean_cpu};
-    static const KernelSet opencl{hmha_linear_opencl,      hmha_sdpa_opencl,
-                                  hmha_masked_softmax_opencl, hmha_attend_opencl,
-                                  hmha_head_mean_opencl,   halide_opencl_device_interface(),
-                                  halide_opencl_get_cl_mem};
-    static const KernelSet cuda{hmha_linear_cuda,      hmha_sdpa_cuda,       hmha_masked_softmax_cuda,
-                                hmha_attend_cuda,      hmha_head_mean_cuda,  halide_cuda_device_interface(),
-                                halide_cuda_get_device_ptr};
     if (device == Device::CPU) return cpu;
-    const KernelSet &ks = device == Device::CUDA ? cuda : opencl;
+    const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
+    if (built == nullptr) {
+        throw Error(std::string("device: '") + to_string(device) + "' is not available: this build has no " +
+                    to_string(device) + " kernels");
+    }
+    const KernelSet &ks = *built;
     static std::mutex mutex;
     static std::string cuda_error, opencl_error;
     static bool cuda_probed = false, opencl_probed = false;

@@ -1,6 +1,16 @@
 // The generated kernels of one device family, as typed function pointers, so
 // the runtime dispatches by device without knowing which libraries exist.
+// Every build has the CPU family; a GPU family is there when the build
+// generated it (HMHA_TARGETS), which CMake says with HMHA_HAVE_OPENCL and
+// HMHA_HAVE_CUDA (0 or 1).
 #pragma once
+
+#ifndef HMHA_HAVE_OPENCL
+#define HMHA_HAVE_OPENCL 1
+#endif
+#ifndef HMHA_HAVE_CUDA
+#define HMHA_HAVE_CUDA 1
+#endif
 
 #include <cstdint>
 
@@ -28,7 +38,8 @@ struct KernelSet {
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it
-// (the device API is initialised once, on first use).
+// (the device API is initialised once, on first use). A family this build did
+// not generate: "device: 'cuda' is not available: this build has no cuda kernels".
 const KernelSet &kernels_for(Device device);
 
 // Throws Error with Halide's own message when a kernel returned non-zero.
