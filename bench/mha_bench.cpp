@@ -1,107 +1,554 @@
-// The full MHA forward at the shapes of bench/README.md, need_weights false and
-// true, with OpenBLAS sgemm at the projection shape as the practical limit.
+// The CPU bench (bench/README.md). Two ways to run it:
 //
-//   build/bench/hmha_bench [--benchmark_filter=...] [--benchmark_repetitions=5]
+//   build/bench/hmha_bench [--hmha-device=cpu|cuda|opencl] [--benchmark_filter=...]
+//                          [--benchmark_repetitions=5]
+//       Google Benchmark: the full MHA forward at the shapes of issue 4, ours as
+//       mha_forward/<shape>/..., the C++ peers as mha_forward_<peer>/<shape>/...,
+//       and OpenBLAS sgemm at the projection shapes. --hmha-device moves ours only.
 //
-// Each benchmark reports GFLOP/s with one formula (flops() below), counting the
-// four projections and the two attention matmuls (4*N*L*S*E; halved for causal).
+//   build/bench/hmha_bench --case IMPL --shape N,L,S,E,H [--need-weights] [--causal]
+//                          [--cross] [--min-time SEC] [--dump DIR | --ref DIR]
+//       One forward case in this (fresh) process, as one JSON line: median ms,
+//       GFLOP/s, peak resident memory, and the check against our output. IMPL is
+//       ours, blas, or a kernel set of --list (autoschedulers; needs
+//       -DHMHA_BENCH_AUTOSCHEDULERS=ON). bench/report.py drives these.
+//   build/bench/hmha_bench --sgemm ROWS,E | --kernel NAME --impl SET --shape ... |
+//                          --fma-peak | --list
+//
+// GFLOP/s everywhere uses flops() of bench_common.h: the four projections and
+// the two attention matmuls (4*N*L*S*E; halved for causal).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <atomic>
 #include <cmath>
-#include <random>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <thread>
 
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "bench_common.h"
 #include "hmha/hmha.h"
+#include "peers/blas_mha.h"
+#ifdef HMHA_BENCH_KERNEL_SETS
+#include "peers/kernel_mha.h"
+#endif
 
 namespace {
 
-struct Shape {
-    int64_t N, L, S, E, H;
+using namespace hmha_bench;
+
+// ---- the implementations behind one interface ----------------------------------
+
+struct Impl {
+    virtual ~Impl() = default;
+    // Writes out (N, L, E) and, when weights is not null, weights (N, L, S).
+    virtual void forward(const Shape &s, const MhaInputs &in, bool causal, bool need_weights, float *out,
+                         float *weights) = 0;
+    // Implementations that allocate their own outputs point at them here.
+    virtual const float *out_ptr() const { return nullptr; }
+    virtual const float *weights_ptr() const { return nullptr; }
 };
 
-double flops(const Shape &s, bool causal) {
-    double proj = 2.0 * s.N * s.E * s.E * (2.0 * s.L + 2.0 * s.S);
-    double attn = 4.0 * s.N * s.L * s.S * s.E;
-    return proj + (causal ? attn / 2 : attn);
+// --hmha-device=cpu|cuda|opencl: the device of ours (the peers are CPU code).
+hmha::Device g_device = hmha::Device::CPU;
+
+class Ours : public Impl {
+public:
+    Ours(const MhaWeights &w, const Shape &s) {
+        const int64_t E = s.E;
+        std::map<std::string, hmha::Tensor> sd{
+            {"in_proj_weight", hmha::Tensor::wrap(const_cast<float *>(w.in_proj_weight.data()), {3 * E, E})},
+            {"in_proj_bias", hmha::Tensor::wrap(const_cast<float *>(w.in_proj_bias.data()), {3 * E})},
+            {"out_proj.weight", hmha::Tensor::wrap(const_cast<float *>(w.out_proj_weight.data()), {E, E})},
+            {"out_proj.bias", hmha::Tensor::wrap(const_cast<float *>(w.out_proj_bias.data()), {E})}};
+        hmha::Options opt;
+        opt.embed_dim = E;
+        opt.num_heads = s.H;
+        opt.batch_first = true;
+        opt.device = g_device;
+        mha_.emplace(opt, sd);
+    }
+    void forward(const Shape &s, const MhaInputs &in, bool causal, bool need_weights, float *, float *) override {
+        hmha::Tensor q = hmha::Tensor::wrap(const_cast<float *>(in.query.data()), {s.N, s.L, s.E});
+        hmha::Tensor kv = hmha::Tensor::wrap(const_cast<float *>(in.key()), {s.N, s.S, s.E});
+        hmha::ForwardOptions f;
+        f.need_weights = need_weights;
+        f.is_causal = causal;  // hmha needs no attn_mask for it (PyTorch does: torch_mha.py passes one)
+        last_ = {};  // the previous result goes first: one output alive at a time
+        last_ = mha_->forward(q, kv, kv, f);
+    }
+    const float *out_ptr() const override { return last_.attn_output.f32(); }
+    const float *weights_ptr() const override {
+        return last_.attn_output_weights ? last_.attn_output_weights->f32() : nullptr;
+    }
+
+private:
+    std::optional<hmha::MultiheadAttention> mha_;
+    hmha::ForwardResult last_;
+};
+
+class Blas : public Impl {
+public:
+    Blas(const MhaWeights &w, const Shape &s) : mha_(w, s.H) {}
+    void forward(const Shape &s, const MhaInputs &in, bool causal, bool need_weights, float *out,
+                 float *weights) override {
+        mha_.forward(s, in.query.data(), in.key(), causal, out, need_weights ? weights : nullptr);
+    }
+
+private:
+    BlasMha mha_;
+};
+
+#ifdef HMHA_BENCH_KERNEL_SETS
+class Kernels : public Impl {
+public:
+    Kernels(const KernelSet &ks, const MhaWeights &w, const Shape &s) : mha_(ks, w, s.H) {}
+    void forward(const Shape &s, const MhaInputs &in, bool causal, bool need_weights, float *out,
+                 float *weights) override {
+        mha_.forward(s, in.query.data(), in.key(), causal, out, need_weights ? weights : nullptr);
+    }
+
+private:
+    KernelMha mha_;
+};
+#endif
+
+// Null with `why` set when this build cannot run `name` for this case.
+std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, const Shape &s, bool need_weights,
+                                std::string &why) {
+    if (name == "ours") return std::make_unique<Ours>(w, s);
+    if (name == "blas") return std::make_unique<Blas>(w, s);
+#ifdef HMHA_BENCH_KERNEL_SETS
+    if (const KernelSet *ks = find_kernel_set(name)) {
+        if (!ks->can_forward(need_weights)) {
+            why = std::string(ks->name) + " could not schedule every kernel of the " +
+                  (need_weights ? "need_weights" : "fused") + " path (see --list)";
+            return nullptr;
+        }
+        return std::make_unique<Kernels>(*ks, w, s);
+    }
+    why = "unknown implementation '" + name + "' (ours, blas, or a kernel set of --list)";
+#else
+    why = "unknown implementation '" + name +
+          "' (ours or blas; kernel sets need -DHMHA_BENCH_AUTOSCHEDULERS=ON)";
+#endif
+    return nullptr;
 }
 
-hmha::Tensor random_tensor(std::vector<int64_t> shape, float scale, std::mt19937 &rng) {
-    hmha::Tensor t(std::move(shape));
-    std::normal_distribution<float> nd(0.0f, scale);
-    for (int64_t i = 0; i < t.numel(); i++) t.f32()[i] = nd(rng);
-    return t;
+// ---- the practical limits -------------------------------------------------------
+
+double sgemm_gflops(benchmark::State *state, int64_t rows, int64_t E, double min_seconds, Timing *timing) {
+    auto a = random_floats((size_t)(rows * E), 1.0f, 1), w = random_floats((size_t)(E * E), 1.0f, 2);
+    std::vector<float> c((size_t)(rows * E));
+    auto run = [&] {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)E, (int)E, 1.0f, a.data(), (int)E,
+                    w.data(), (int)E, 0.0f, c.data(), (int)E);
+    };
+    if (state) {
+        for (auto _ : *state) {
+            run();
+            benchmark::DoNotOptimize(c.data());
+        }
+        return 0;
+    }
+    *timing = time_runs(run, 2, 5, 1000, min_seconds);
+    return 2.0 * rows * E * E / (timing->median_ms * 1e6);
 }
 
-void BM_mha_forward(benchmark::State &state, Shape s, bool need_weights, bool causal) {
-    std::mt19937 rng(42);
-    float ws = 1.0f / std::sqrt((float)s.E);
-    std::map<std::string, hmha::Tensor> sd{{"in_proj_weight", random_tensor({3 * s.E, s.E}, ws, rng)},
-                                           {"in_proj_bias", random_tensor({3 * s.E}, 0.1f, rng)},
-                                           {"out_proj.weight", random_tensor({s.E, s.E}, ws, rng)},
-                                           {"out_proj.bias", random_tensor({s.E}, 0.1f, rng)}};
-    hmha::Options opt;
-    opt.embed_dim = s.E;
-    opt.num_heads = s.H;
-    opt.batch_first = true;
-    hmha::MultiheadAttention mha(opt, sd);
-    hmha::Tensor x = random_tensor({s.N, s.L, s.E}, 1.0f, rng);
-    hmha::Tensor kv = s.S == s.L ? x : random_tensor({s.N, s.S, s.E}, 1.0f, rng);
-    hmha::ForwardOptions f;
-    f.need_weights = need_weights;
-    f.is_causal = causal;
-    // Validate before timing: finite output of the right shape.
-    auto r = mha.forward(x, kv, kv, f);
-    for (int64_t i = 0; i < r.attn_output.numel(); i++) {
-        if (!std::isfinite(r.attn_output.f32()[i])) {
+// FMA throughput with independent accumulators on every hardware thread (x86-64;
+// elsewhere --fma-peak reports 0).
+#if defined(__x86_64__)
+template <int W>
+__attribute__((target("avx512f,avx2,fma"))) double fma_loop(int64_t iters) {
+    constexpr int kAcc = 12;
+    if constexpr (W == 16) {
+        __m512 acc[kAcc], x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+        for (int k = 0; k < kAcc; k++) acc[k] = _mm512_set1_ps((float)k);
+        for (int64_t i = 0; i < iters; i++) {
+            for (int k = 0; k < kAcc; k++) acc[k] = _mm512_fmadd_ps(acc[k], x, y);
+        }
+        __m512 s = acc[0];
+        for (int k = 1; k < kAcc; k++) s = _mm512_add_ps(s, acc[k]);
+        float v[16];
+        _mm512_storeu_ps(v, s);
+        return (double)(v[0] + v[15]);
+    } else {
+        __m256 acc[kAcc], x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+        for (int k = 0; k < kAcc; k++) acc[k] = _mm256_set1_ps((float)k);
+        for (int64_t i = 0; i < iters; i++) {
+            for (int k = 0; k < kAcc; k++) acc[k] = _mm256_fmadd_ps(acc[k], x, y);
+        }
+        __m256 s = acc[0];
+        for (int k = 1; k < kAcc; k++) s = _mm256_add_ps(s, acc[k]);
+        float v[8];
+        _mm256_storeu_ps(v, s);
+        return (double)(v[0] + v[7]);
+    }
+}
+
+template <int W>
+double fma_peak_gflops(int threads) {
+    const int64_t iters = 50'000'000;
+    std::atomic<double> sink{0};
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; t++) pool.emplace_back([&] { sink = sink + fma_loop<W>(iters); });
+    for (auto &t : pool) t.join();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(sink.load());
+    return 2.0 * W * 12 * (double)iters * threads / s * 1e-9;
+}
+
+bool cpu_has(const char *feature) {
+    __builtin_cpu_init();
+    return std::string(feature) == "avx512f" ? __builtin_cpu_supports("avx512f") : __builtin_cpu_supports("avx2");
+}
+#else
+template <int W>
+double fma_peak_gflops(int) {
+    return 0.0;
+}
+bool cpu_has(const char *) {
+    return false;
+}
+#endif
+
+// ---- --case: one case, one JSON line ----------------------------------------------
+
+struct Args {
+    std::map<std::string, std::string> kv;
+    bool has(const std::string &k) const { return kv.count(k) != 0; }
+    std::string get(const std::string &k, const std::string &d = "") const {
+        auto it = kv.find(k);
+        return it == kv.end() ? d : it->second;
+    }
+};
+
+Args parse(int argc, char **argv) {
+    Args a;
+    for (int i = 1; i < argc; i++) {
+        std::string s = argv[i];
+        if (s.rfind("--", 0) != 0) continue;
+        s = s.substr(2);
+        auto eq = s.find('=');
+        if (eq != std::string::npos) {
+            a.kv[s.substr(0, eq)] = s.substr(eq + 1);
+        } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
+            a.kv[s] = argv[++i];
+        } else {
+            a.kv[s] = "1";
+        }
+    }
+    return a;
+}
+
+std::vector<int64_t> ints(const std::string &csv) {
+    std::vector<int64_t> v;
+    std::stringstream ss(csv);
+    std::string t;
+    while (std::getline(ss, t, ',')) v.push_back(std::stoll(t));
+    return v;
+}
+
+std::string json_str(const std::string &s) {
+    std::string o = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') o += '\\';
+        if (c == '\n') {
+            o += "\\n";
+            continue;
+        }
+        o += c;
+    }
+    return o + "\"";
+}
+
+std::string num(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream os;
+    os.precision(6);
+    os << v;
+    return os.str();
+}
+
+std::string shape_json(const Shape &s) {
+    std::ostringstream os;
+    os << "[" << s.N << "," << s.L << "," << s.S << "," << s.E << "," << s.H << "]";
+    return os.str();
+}
+
+int run_case(const Args &a) {
+    const std::string impl_name = a.get("case");
+    auto v = ints(a.get("shape", "4,512,512,512,8"));
+    if (v.size() != 5) {
+        std::cerr << "--shape: expected N,L,S,E,H\n";
+        return 2;
+    }
+    const Shape s{v[0], v[1], v[2], v[3], v[4]};
+    const bool nw = a.has("need-weights"), causal = a.has("causal"), cross = a.has("cross") || s.S != s.L;
+    const double min_time = std::stod(a.get("min-time", "1.0"));
+    const int min_reps = std::stoi(a.get("min-reps", "3"));
+    const std::string dump = a.get("dump"), ref = a.get("ref");
+
+    std::ostringstream js;
+    js << "{\"impl\":" << json_str(impl_name) << ",\"shape\":" << shape_json(s)
+       << ",\"need_weights\":" << (nw ? "true" : "false") << ",\"causal\":" << (causal ? "true" : "false")
+       << ",\"cross\":" << (cross ? "true" : "false") << ",\"flops\":" << num(flops(s, causal))
+       << ",\"essential_bytes\":" << num(essential_bytes(s, cross, nw));
+    auto fail = [&](const std::string &why) {
+        std::cout << js.str() << ",\"ok\":false,\"error\":" << json_str(why) << "}" << std::endl;
+        return 0;
+    };
+
+    const int64_t rss_base = rss_bytes();
+    MhaWeights w = make_weights(s.E);
+    MhaInputs in = make_inputs(s, cross);
+    std::string why;
+    std::unique_ptr<Impl> impl;
+    try {
+        impl = make_impl(impl_name, w, s, nw, why);
+    } catch (const std::exception &e) {
+        why = e.what();
+    }
+    if (!impl) return fail(why);
+    // Outputs owned by the caller (peers) or by the result (ours).
+    std::vector<float> out, weights;
+    if (!dynamic_cast<Ours *>(impl.get())) {
+        out.resize((size_t)(s.N * s.L * s.E));
+        if (nw) weights.resize((size_t)(s.N * s.L * s.S));
+    }
+    auto run = [&] { impl->forward(s, in, causal, nw, out.data(), weights.data()); };
+    // One forward, checked against ours before anything is timed. It is also a
+    // warm-up: after one of over 2 s (slow peers at the large shapes) no other.
+    const auto t_check = std::chrono::steady_clock::now();
+    try {
+        run();
+    } catch (const std::exception &e) {
+        return fail(e.what());
+    }
+    const float *o = impl->out_ptr() ? impl->out_ptr() : out.data();
+    const float *wo = nw ? (impl->weights_ptr() ? impl->weights_ptr() : weights.data()) : nullptr;
+    const size_t n_out = (size_t)(s.N * s.L * s.E), n_w = (size_t)(s.N * s.L * s.S);
+    std::string check = "unchecked";
+    double rel_out = 0, rel_w = 0;
+    if (!dump.empty()) {
+        std::string meta = dump + "/meta.json";
+        write_file(dump + "/query.bin", in.query.data(), in.query.size());
+        if (cross) write_file(dump + "/kv.bin", in.kv.data(), in.kv.size());
+        write_file(dump + "/in_proj_weight.bin", w.in_proj_weight.data(), w.in_proj_weight.size());
+        write_file(dump + "/in_proj_bias.bin", w.in_proj_bias.data(), w.in_proj_bias.size());
+        write_file(dump + "/out_proj_weight.bin", w.out_proj_weight.data(), w.out_proj_weight.size());
+        write_file(dump + "/out_proj_bias.bin", w.out_proj_bias.data(), w.out_proj_bias.size());
+        write_file(dump + "/out.bin", o, n_out);
+        if (nw) write_file(dump + "/weights.bin", wo, n_w);
+        std::ofstream(meta) << "{\"shape\":" << shape_json(s) << ",\"need_weights\":" << (nw ? "true" : "false")
+                            << ",\"causal\":" << (causal ? "true" : "false") << ",\"cross\":"
+                            << (cross ? "true" : "false") << "}\n";
+        check = "reference";
+    } else if (!ref.empty()) {
+        Diff d_out, d_w;
+        if (!diff_file(d_out, o, n_out, ref + "/out.bin") || (nw && !diff_file(d_w, wo, n_w, ref + "/weights.bin"))) {
+            return fail("cannot read the reference in " + ref);
+        }
+        rel_out = d_out.rel();
+        rel_w = nw ? d_w.rel() : 0.0;
+        const double tol = 1e-4;
+        if (!(rel_out <= tol) || !(rel_w <= tol)) {
+            std::ostringstream os;
+            os << "output differs from ours: max abs diff " << d_out.max_abs << " (rel " << rel_out << ")";
+            if (nw) os << ", weights max abs diff " << d_w.max_abs << " (rel " << rel_w << ")";
+            return fail(os.str());
+        }
+        check = "matches";
+    }
+    const bool slow = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_check).count() > 2.0;
+    Timing t;
+    try {
+        t = time_runs(run, slow ? 0 : 1, min_reps, 1000, min_time, slow ? 0.0 : 0.25);
+    } catch (const std::exception &e) {
+        return fail(e.what());
+    }
+    const int64_t peak = peak_rss_bytes();
+    js << ",\"ok\":true,\"check\":" << json_str(check) << ",\"rel_diff_out\":" << num(rel_out)
+       << ",\"rel_diff_weights\":" << num(rel_w) << ",\"ms\":" << num(t.median_ms) << ",\"min_ms\":" << num(t.min_ms)
+       << ",\"max_ms\":" << num(t.max_ms) << ",\"reps\":" << t.reps << ",\"warmup\":" << t.warmup + 1
+       << ",\"gflops\":" << num(flops(s, causal) / (t.median_ms * 1e6)) << ",\"rss_base\":" << rss_base
+       << ",\"peak_rss\":" << peak << ",\"peak_delta\":" << (peak - rss_base) << "}";
+    std::cout << js.str() << std::endl;
+    return 0;
+}
+
+int run_sgemm(const Args &a) {
+    auto v = ints(a.get("sgemm"));
+    Timing t;
+    double g = sgemm_gflops(nullptr, v.at(0), v.at(1), std::stod(a.get("min-time", "1.0")), &t);
+    std::cout << "{\"impl\":\"openblas_sgemm\",\"ok\":true,\"rows\":" << v[0] << ",\"E\":" << v[1] << ",\"ms\":" << num(t.median_ms)
+              << ",\"reps\":" << t.reps << ",\"gflops\":" << num(g) << "}" << std::endl;
+    return 0;
+}
+
+int run_fma_peak() {
+    const int threads = (int)std::thread::hardware_concurrency();
+    double g16 = cpu_has("avx512f") ? fma_peak_gflops<16>(threads) : 0.0;
+    double g8 = cpu_has("avx2") ? fma_peak_gflops<8>(threads) : 0.0;
+    std::cout << "{\"impl\":\"fma_peak\",\"ok\":true,\"threads\":" << threads << ",\"avx512_gflops\":" << num(g16)
+              << ",\"avx2_gflops\":" << num(g8) << ",\"gflops\":" << num(std::max(g16, g8)) << "}" << std::endl;
+    return 0;
+}
+
+#ifdef HMHA_BENCH_KERNEL_SETS
+int run_kernel(const Args &a) {
+    auto v = ints(a.get("shape", "4,512,512,512,8"));
+    const Shape s{v.at(0), v.at(1), v.at(2), v.at(3), v.at(4)};
+    const std::string kernel = a.get("kernel"), set = a.get("impl", "ours-kernels");
+    std::cout << "{\"kernel\":" << json_str(kernel) << ",\"impl\":" << json_str(set) << ",\"shape\":" << shape_json(s);
+    const KernelSet *ks = find_kernel_set(set), *ref = find_kernel_set("ours-kernels");
+    if (!ks) {
+        std::cout << ",\"ok\":false,\"error\":\"unknown kernel set\"}" << std::endl;
+        return 0;
+    }
+    KernelResult r = bench_kernel(kernel, *ks, *ref, s, std::stod(a.get("min-time", "1.0")));
+    if (!r.ok) {
+        std::cout << ",\"ok\":false,\"error\":" << json_str(r.error) << "}" << std::endl;
+        return 0;
+    }
+    std::cout << ",\"ok\":true,\"ms\":" << num(r.timing.median_ms) << ",\"reps\":" << r.timing.reps
+              << ",\"rel_diff\":" << num(r.rel_diff) << ",\"gflops\":" << num(r.flops / (r.timing.median_ms * 1e6))
+              << "}" << std::endl;
+    return 0;
+}
+#endif
+
+int run_list() {
+    std::cout << "{\"kernel_sets\":[";
+#ifdef HMHA_BENCH_KERNEL_SETS
+    bool first = true;
+    for (const KernelSet &ks : kernel_sets()) {
+        std::cout << (first ? "" : ",") << "{\"name\":" << json_str(ks.name) << ",\"linear\":" << !!ks.linear
+                  << ",\"sdpa\":" << !!ks.sdpa << ",\"masked_softmax\":" << !!ks.masked_softmax
+                  << ",\"attend\":" << !!ks.attend << ",\"head_mean\":" << !!ks.head_mean << "}";
+        first = false;
+    }
+#endif
+    std::cout << "]}" << std::endl;
+    return 0;
+}
+
+// ---- Google Benchmark ---------------------------------------------------------------
+
+void BM_forward(benchmark::State &state, std::string impl_name, Shape s, bool nw, bool causal) {
+    MhaWeights w = make_weights(s.E);
+    const bool cross = s.S != s.L;
+    MhaInputs in = make_inputs(s, cross);
+    std::string why;
+    auto impl = make_impl(impl_name, w, s, nw, why);
+    if (!impl) {
+        state.SkipWithError(why.c_str());
+        return;
+    }
+    std::vector<float> out((size_t)(s.N * s.L * s.E)), weights(nw ? (size_t)(s.N * s.L * s.S) : 0);
+    auto run = [&] { impl->forward(s, in, causal, nw, out.data(), weights.data()); };
+    run();
+    const float *o = impl->out_ptr() ? impl->out_ptr() : out.data();
+    for (size_t i = 0; i < out.size(); i++) {
+        if (!std::isfinite(o[i])) {
             state.SkipWithError("non-finite output");
             return;
         }
     }
     for (auto _ : state) {
-        auto out = mha.forward(x, kv, kv, f);
-        benchmark::DoNotOptimize(out.attn_output.f32());
+        run();
+        benchmark::ClobberMemory();
     }
     state.counters["GFLOP/s"] =
         benchmark::Counter(flops(s, causal) * 1e-9 * (double)state.iterations(), benchmark::Counter::kIsRate);
 }
 
-// The practical limit: OpenBLAS sgemm at one projection's shape (rows x E x E).
-void BM_openblas_sgemm(benchmark::State &state, int64_t rows, int64_t E) {
-    std::mt19937 rng(1);
-    auto a = random_tensor({rows, E}, 1.0f, rng), w = random_tensor({E, E}, 1.0f, rng);
-    hmha::Tensor c({rows, E});
-    for (auto _ : state) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)E, (int)E, 1.0f, a.f32(), (int)E,
-                    w.f32(), (int)E, 0.0f, c.f32(), (int)E);
-        benchmark::DoNotOptimize(c.f32());
-    }
+void BM_sgemm(benchmark::State &state, int64_t rows, int64_t E) {
+    sgemm_gflops(&state, rows, E, 0, nullptr);
     state.counters["GFLOP/s"] =
         benchmark::Counter(2.0 * rows * E * E * 1e-9 * (double)state.iterations(), benchmark::Counter::kIsRate);
 }
 
+std::string shape_name(const Shape &s) {
+    return "N" + std::to_string(s.N) + "_L" + std::to_string(s.L) + "_S" + std::to_string(s.S) + "_E" +
+           std::to_string(s.E) + "_H" + std::to_string(s.H);
+}
+
 void register_all() {
-    const Shape shapes[] = {{4, 512, 512, 512, 8}, {1, 2048, 2048, 512, 8}};
+    // The shapes of issue 4.
+    const Shape shapes[] = {{4, 512, 512, 512, 8}, {1, 2048, 2048, 1024, 16}, {1, 4096, 4096, 512, 8},
+                            {32, 128, 128, 256, 4}};
+    std::vector<std::string> impls{"ours", "blas"};
+#ifdef HMHA_BENCH_KERNEL_SETS
+    for (const KernelSet &ks : kernel_sets()) {
+        if (std::string(ks.name) != "ours-kernels") impls.push_back(ks.name);
+    }
+#endif
     for (const Shape &s : shapes) {
-        for (bool nw : {false, true}) {
-            for (bool causal : {false, true}) {
-                std::string name = "mha_forward/N" + std::to_string(s.N) + "_L" + std::to_string(s.L) + "_S" +
-                                   std::to_string(s.S) + "_E" + std::to_string(s.E) + "_H" + std::to_string(s.H) +
-                                   (nw ? "/need_weights" : "/fused") + (causal ? "/causal" : "");
-                benchmark::RegisterBenchmark(name.c_str(), BM_mha_forward, s, nw, causal)
-                    ->Unit(benchmark::kMillisecond)
-                    ->UseRealTime();
+        for (const std::string &impl : impls) {
+            for (bool nw : {false, true}) {
+                for (bool causal : {false, true}) {
+                    if (causal && impl != "ours" && impl != "blas") continue;
+                    // mha_forward/<shape>/... is ours (bench/gpu/run.sh filters on it);
+                    // mha_forward_<peer>/<shape>/... the peers.
+                    std::string name = (impl == "ours" ? std::string("mha_forward") : "mha_forward_" + impl) + "/" +
+                                       shape_name(s) + (nw ? "/need_weights" : "/fused") + (causal ? "/causal" : "");
+                    benchmark::RegisterBenchmark(name.c_str(), BM_forward, impl, s, nw, causal)
+                        ->Unit(benchmark::kMillisecond)
+                        ->UseRealTime();
+                }
             }
         }
         std::string name = "openblas_sgemm/rows" + std::to_string(s.N * s.L) + "_E" + std::to_string(s.E);
-        benchmark::RegisterBenchmark(name.c_str(), BM_openblas_sgemm, s.N * s.L, s.E)
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
+        benchmark::RegisterBenchmark(name.c_str(), BM_sgemm, s.N * s.L, s.E)->Unit(benchmark::kMillisecond)->UseRealTime();
     }
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
+#ifdef HMHA_BENCH_OPENMP
+    // The BLAS baseline's OpenMP softmax threads must not spin while OpenBLAS's
+    // threads work (2-4x slower on 2 cores otherwise). libgomp reads the policy
+    // once, when it loads: so set it and start again.
+    if (!std::getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+    }
+#endif
+    Args a = parse(argc, argv);
+    try {
+        if (a.has("hmha-device")) g_device = hmha::parse_device(a.get("hmha-device"));
+        if (a.has("case")) return run_case(a);
+        if (a.has("sgemm")) return run_sgemm(a);
+        if (a.has("fma-peak")) return run_fma_peak();
+        if (a.has("list")) return run_list();
+#ifdef HMHA_BENCH_KERNEL_SETS
+        if (a.has("kernel")) return run_kernel(a);
+#endif
+    } catch (const std::exception &e) {
+        std::cerr << "hmha_bench: " << e.what() << "\n";
+        return 1;
+    }
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        if (std::string(argv[i]).rfind("--hmha-device", 0) == 0) {
+            if (std::string(argv[i]) == "--hmha-device" && i + 1 < argc) i++;
+            continue;
+        }
+        argv[kept++] = argv[i];
+    }
+    argc = kept;
     register_all();
     benchmark::Initialize(&argc, argv);
     benchmark::RunSpecifiedBenchmarks();
