@@ -50,4 +50,19 @@ inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, con
     return s;
 }
 
+// Autoscheduler estimates shared by the generators that compute scores: the
+// inputs of define_masked_score at the bench shape (N=4, L=S=512, H=8, D=64).
+template <typename G>
+void set_score_input_estimates(G &g) {
+    g.q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+    g.k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+    g.attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+    g.attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+    g.key_padding.set_estimates({{0, 512}, {0, 4}});
+    g.masked_keys.set_estimate(512);
+    g.causal.set_estimate(false);
+    g.has_masks.set_estimate(false);
+    g.scale.set_estimate(0.125f);
+}
+
 }  // namespace hmha_gen

@@ -47,15 +47,7 @@ public:
         Expr den = row_sum(v_.i, v_.h, v_.n);
         weights(v_.j, v_.i, v_.h, v_.n) = select(den > 0.0f, e(v_.j, v_.i, v_.h, v_.n) / den, 0.0f);
 
-        q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        key_padding.set_estimates({{0, 512}, {0, 4}});
-        masked_keys.set_estimate(512);
-        causal.set_estimate(false);
-        has_masks.set_estimate(false);
-        scale.set_estimate(0.125f);
+        set_score_input_estimates(*this);
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
 
         if (using_autoscheduler()) {

@@ -92,16 +92,8 @@ public:
         Expr lf = state(v_.d, v_.i, v_.h, v_.n)[1];
         out(v_.d, v_.h, v_.i, v_.n) = select(lf > 0.0f, state(v_.d, v_.i, v_.h, v_.n)[2] / lf, 0.0f);
 
-        q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        set_score_input_estimates(*this);
         v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        key_padding.set_estimates({{0, 512}, {0, 4}});
-        masked_keys.set_estimate(512);
-        causal.set_estimate(false);
-        has_masks.set_estimate(false);
-        scale.set_estimate(0.125f);
         out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
 
         if (using_autoscheduler()) {
