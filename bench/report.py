@@ -14,7 +14,8 @@ parameters were made. The CPU use of anything else on the machine is measured
 during every case (/proc/stat minus the case's own CPU time) and reported.
 
 Writes bench/results/<machine>-<date>.md (+ .json with every record, and PNG
-charts), and copies them to bench/results/latest.* for the README to embed.
+charts), and copies the .md and charts to bench/results/latest* for the README to embed. A file
+<base>-notes.md beside them (analysis written after the run) is appended to the report.
 Needs matplotlib (bench/requirements-report.txt) for the charts.
 """
 import argparse
@@ -982,10 +983,14 @@ def main():
         log(f"no charts: {ex} (pip install -r bench/requirements-report.txt)")
         chart_paths = {}
     lines, head = write_report(data, base + ".md", chart_paths, data["command"])
+    notes = base + "-notes.md"  # analysis written by hand after the run, kept when the report is rewritten
+    if os.path.exists(notes):
+        with open(notes) as f:
+            lines += ["", f"<!-- from {os.path.basename(notes)} -->", f.read().rstrip()]
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     if not args.quick and not args.from_json:
-        for ext in [".md", ".json"] + [f"-{w}.png" for w in chart_paths]:
+        for ext in [".md"] + [f"-{w}.png" for w in chart_paths]:
             src = base + ext
             dst = os.path.join(os.path.dirname(base), "latest" + ext)
             if ext == ".md":
