@@ -989,7 +989,13 @@ def main():
             lines += ["", f"<!-- from {os.path.basename(notes)} -->", f.read().rstrip()]
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
-    if not args.quick and not args.from_json:
+    latest_md = os.path.join(os.path.dirname(base), "latest.md")
+    source = f"<!-- latest of: {os.path.basename(base)} -->"
+    refresh = not args.quick and not args.from_json
+    if args.from_json and os.path.exists(latest_md):
+        with open(latest_md) as f:
+            refresh = source in f.read()  # rewriting the run that latest.* shows
+    if refresh:
         for ext in [".md"] + [f"-{w}.png" for w in chart_paths]:
             src = base + ext
             dst = os.path.join(os.path.dirname(base), "latest" + ext)
@@ -999,7 +1005,7 @@ def main():
                 for w_ in chart_paths:
                     text = text.replace(os.path.basename(base) + f"-{w_}.png", f"latest-{w_}.png")
                 with open(dst, "w") as f:
-                    f.write(text)
+                    f.write(source + "\n" + text)
             else:
                 shutil.copyfile(src, dst)
     log(f"wrote {base}.md")
