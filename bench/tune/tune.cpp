@@ -4,10 +4,17 @@
 // HMHA_TUNED_FILE) as the generators' PARAMS.
 //
 //   build/bench/tune/hmha_tune [--out schedules/tuned/host.json] [--quick]
+//                              [--verbose] [--kernels sdpa,linear] [--shapes N,L,S,E,H[;N,L,S,E,H...]]
 //
-// One winner per kernel: the variant with the least total time over the shape
-// classes (small batch of short sequences, the MHA bench shape, a long sequence),
-// so no class is tuned at the others' expense by more than the sum shows.
+// --kernels and --shapes narrow the sweep (to probe one kernel at one shape);
+// the file written then holds only the kernels swept. --verbose prints every
+// variant's time per shape.
+//
+// One winner per kernel: the variant with the least total time over its shape
+// classes (many short sequences, the MHA bench shape, a long sequence; sdpa is
+// built twice, and tuned as `sdpa` on the long-key classes and `sdpa_short` on
+// the short one), so no class is tuned at the others' expense by more than the
+// sum shows.
 // The untuned defaults (target-derived, schedules/cpu/defaults.h) are always in
 // the sweep, so a tuned build is never slower than an untuned one on this sum.
 #include <algorithm>
@@ -65,9 +72,24 @@ double time_ms(const std::function<void()> &run, int reps) {
     return t[t.size() / 2];
 }
 
+// Shape classes (CMakeLists.txt, HMHA_CPU_CLASS_KERNELS): sdpa_short is the
+// sdpa generator built again for short key sequences, with its class defaults.
+std::string generator_of(const std::string &kernel) {
+    return kernel == "sdpa_short" ? "sdpa" : kernel;
+}
+
+Params class_defaults(const std::string &kernel) {
+    if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};  // as CMakeLists.txt
+    return {};
+}
+
+bool is_kernel(const std::string &k) {
+    return k == "linear" || k == "sdpa" || k == "sdpa_short" || k == "masked_softmax" || k == "attend";
+}
+
 // Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
 std::function<void()> build(const std::string &kernel, const Params &params, const Shape &s, const Target &target) {
-    auto gen = Internal::GeneratorRegistry::create(kernel, GeneratorContext(target));
+    auto gen = Internal::GeneratorRegistry::create(generator_of(kernel), GeneratorContext(target));
     for (const auto &[k, v] : params) gen->set_generatorparam_value(k, v);
     Pipeline p = gen->build_pipeline();
     std::mt19937 rng(1);
@@ -83,10 +105,11 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         bind("weight_t", random_buffer({s.E, s.E}, rng));
         bind("bias", random_buffer({s.E}, rng));
         outputs.push_back(Buffer<float>(s.E, s.L * s.N));
-    } else if (kernel == "sdpa" || kernel == "masked_softmax") {
+    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax") {
+        const bool sdpa = generator_of(kernel) == "sdpa";
         bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
         bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
-        if (kernel == "sdpa") bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
+        if (sdpa) bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
         bind("attn_mask", zero_mask(zf, {s.L, s.H, s.N}));
         bind("attn_mask_bool", zero_mask(zb, {s.L, s.H, s.N}));
         bind("key_padding", zero_mask(zf, {s.N}));
@@ -94,7 +117,7 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->input_parameter("causal")[0].set_scalar<bool>(false);
         gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
         gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
-        outputs.push_back(kernel == "sdpa" ? Buffer<float>(D, s.H, s.L, s.N) : Buffer<float>(s.S, s.L, s.H, s.N));
+        outputs.push_back(sdpa ? Buffer<float>(D, s.H, s.L, s.N) : Buffer<float>(s.S, s.L, s.H, s.N));
     } else if (kernel == "attend") {
         bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
         bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
@@ -107,8 +130,16 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
     return [p, keep, target]() mutable { p.realize(std::get<3>(*keep), target); };
 }
 
+std::vector<std::string> split(const std::string &s, char sep) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t at; (at = s.find(sep, start)) != std::string::npos; start = at + 1) out.push_back(s.substr(start, at - start));
+    out.push_back(s.substr(start));
+    return out;
+}
+
 std::vector<Params> sweep(const std::string &kernel, bool quick) {
-    std::vector<Params> v{{}};  // the untuned defaults first
+    std::vector<Params> v{class_defaults(kernel)};  // the untuned defaults first
     auto add = [&](Params p) { v.push_back(std::move(p)); };
     if (kernel == "linear") {
         for (int to : quick ? std::vector<int>{48, 64} : std::vector<int>{32, 48, 64, 96})
@@ -117,13 +148,27 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
                     add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
     } else if (kernel == "sdpa") {
         for (int kb : quick ? std::vector<int>{128, 256} : std::vector<int>{64, 128, 256, 512})
-            for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
+            for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
+                add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
+    } else if (kernel == "sdpa_short") {
+        for (int kb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
+            for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else {
         for (int qb : quick ? std::vector<int>{16, 64} : std::vector<int>{8, 16, 32, 64, 128})
             add({{"query_block", std::to_string(qb)}});
     }
     return v;
+}
+
+// The shape classes a kernel is tuned on: sdpa on long key sequences,
+// sdpa_short on short ones, the others on all.
+std::vector<Shape> classes_for(const std::string &kernel, bool quick) {
+    const Shape short_keys{32, 128, 128, 256, 4}, bench{4, 512, 512, 512, 8}, long_seq{1, 2048, 2048, 512, 8};
+    if (quick) return {kernel == "sdpa_short" ? Shape{8, 128, 128, 256, 4} : Shape{4, 256, 256, 512, 8}};
+    if (kernel == "sdpa") return {bench, long_seq};
+    if (kernel == "sdpa_short") return {short_keys};
+    return {short_keys, bench, long_seq};
 }
 
 std::string describe(const Params &p) {
@@ -144,26 +189,50 @@ void progress(int done, int total, const std::string &what) {
 
 int main(int argc, char **argv) {
     std::string out = "schedules/tuned/host.json";
-    bool quick = false;
+    bool quick = false, verbose = false;
+    std::vector<std::string> kernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend"};
+    std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
+    auto usage = [] {
+        std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
+        return 2;
+    };
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a == "--out" && i + 1 < argc) {
             out = argv[++i];
         } else if (a == "--quick") {
             quick = true;
+        } else if (a == "--verbose") {
+            verbose = true;
+        } else if (a == "--kernels" && i + 1 < argc) {
+            kernels = split(argv[++i], ',');
+            for (const auto &k : kernels) {
+                if (!is_kernel(k)) {
+                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected linear, sdpa, "
+                                 "sdpa_short, masked_softmax or attend)\n", k.c_str());
+                    return 2;
+                }
+            }
+        } else if (a == "--shapes" && i + 1 < argc) {
+            for (const auto &spec : split(argv[++i], ';')) {
+                std::vector<std::string> f = split(spec, ',');
+                Shape s{};
+                if (f.size() != 5 || std::sscanf(spec.c_str(), "%d,%d,%d,%d,%d", &s.N, &s.L, &s.S, &s.E, &s.H) != 5 ||
+                    s.N < 1 || s.L < 1 || s.S < 1 || s.H < 1 || s.E < 1 || s.E % s.H != 0) {
+                    std::fprintf(stderr, "hmha_tune: --shapes: expected N,L,S,E,H with positive sizes and E %% H == 0, "
+                                 "got '%s'\n", spec.c_str());
+                    return 2;
+                }
+                shapes.push_back(s);
+            }
         } else {
-            std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick]\n");
-            return 2;
+            return usage();
         }
     }
     const Target target = get_host_target();
-    const std::vector<Shape> classes = quick ? std::vector<Shape>{{4, 256, 256, 512, 8}}
-                                             : std::vector<Shape>{{32, 128, 128, 256, 4},
-                                                                  {4, 512, 512, 512, 8},
-                                                                  {1, 2048, 2048, 512, 8}};
-    const std::vector<std::string> kernels{"linear", "sdpa", "masked_softmax", "attend"};
+    auto classes_of = [&](const std::string &k) { return shapes.empty() ? classes_for(k, quick) : shapes; };
     int total = 0, done = 0;
-    for (const auto &k : kernels) total += (int)sweep(k, quick).size() * (int)classes.size();
+    for (const auto &k : kernels) total += (int)sweep(k, quick).size() * (int)classes_of(k).size();
 
     std::string json = "{\n  \"target\": \"" + target.to_string() + "\",\n  \"kernels\": {\n";
     std::string table;
@@ -173,6 +242,9 @@ int main(int argc, char **argv) {
         // each one's best round: a burst of load elsewhere then hits all alike.
         const std::vector<Params> variants = sweep(kernel, quick);
         std::vector<double> sum(variants.size(), 0.0);
+        const std::vector<Shape> classes = classes_of(kernel);
+        std::string class_names;
+        for (const Shape &s : classes) class_names += (class_names.empty() ? "" : " ") + s.name();
         for (const Shape &s : classes) {
             std::vector<std::function<void()>> runs;
             for (const Params &p : variants) {
@@ -185,14 +257,21 @@ int main(int argc, char **argv) {
                     best_round[i] = std::min(best_round[i], time_ms(runs[i], quick ? 3 : 5));
                 }
             }
-            for (size_t i = 0; i < variants.size(); i++) sum[i] += best_round[i];
+            for (size_t i = 0; i < variants.size(); i++) {
+                sum[i] += best_round[i];
+                if (verbose) {
+                    std::fprintf(stderr, "\r%-80s\r", "");
+                    std::printf("  %-15s %-22s %-45s %9.3f ms\n", kernel.c_str(), s.name().c_str(),
+                                describe(variants[i]).c_str(), best_round[i]);
+                }
+            }
         }
         size_t w = std::min_element(sum.begin(), sum.end()) - sum.begin();
         const double best = sum[w], base = sum[0];
         const Params winner = variants[w];
-        char line[256];
-        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx)\n", kernel.c_str(),
-                      describe(winner).c_str(), best, base, base / best);
+        char line[512];
+        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx) over %s\n",
+                      kernel.c_str(), describe(winner).c_str(), best, base, base / best, class_names.c_str());
         table += line;
         json += "    \"" + kernel + "\": {";
         bool first = true;
@@ -202,7 +281,7 @@ int main(int argc, char **argv) {
     json += "  }\n}\n";
     progress(total, total, "done");
     std::fprintf(stderr, "\n");
-    std::printf("target %s; time summed over %zu shape class(es)\n%s", target.to_string().c_str(), classes.size(),
+    std::printf("target %s; each kernel's time summed over its shape classes\n%s", target.to_string().c_str(),
                 table.c_str());
     std::ofstream(out) << json;
     std::printf("wrote %s\n", out.c_str());

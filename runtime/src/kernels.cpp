@@ -77,8 +77,16 @@ const KernelSet *cuda_kernels() {
 }  // namespace
 
 const KernelSet &kernels_for(Device device) {
-    static const KernelSet cpu{hmha_linear_cpu, hmha_sdpa_cpu, hmha_masked_softmax_cpu, hmha_attend_cpu,
-                               hmha_head_mean_cpu};
+    static const KernelSet cpu{hmha_linear_cpu,
+                               hmha_sdpa_cpu,
+                               hmha_masked_softmax_cpu,
+                               hmha_attend_cpu,
+                               hmha_head_mean_cpu,
+                               nullptr,
+                               nullptr,
+                               hmha_sdpa_short_cpu,
+                               HMHA_SDPA_KEY_BLOCK,
+                               HMHA_SDPA_SHORT_KEY_BLOCK};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -101,6 +109,11 @@ const KernelSet &kernels_for(Device device) {
         throw Error(std::string("device: '") + to_string(device) + "' is not available: " + error);
     }
     return ks;
+}
+
+decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys) const {
+    if (sdpa_short == nullptr) return sdpa;
+    return padded_keys(keys, sdpa_short_key_block) < padded_keys(keys, sdpa_key_block) ? sdpa_short : sdpa;
 }
 
 void check_status(const char *kernel, int status) {

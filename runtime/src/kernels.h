@@ -21,6 +21,15 @@
 #include "hmha_linear_cpu.h"
 #include "hmha_masked_softmax_cpu.h"
 #include "hmha_sdpa_cpu.h"
+#include "hmha_sdpa_short_cpu.h"
+
+// The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
+#ifndef HMHA_SDPA_KEY_BLOCK
+#define HMHA_SDPA_KEY_BLOCK 256
+#endif
+#ifndef HMHA_SDPA_SHORT_KEY_BLOCK
+#define HMHA_SDPA_SHORT_KEY_BLOCK 128
+#endif
 
 namespace hmha {
 
@@ -35,12 +44,24 @@ struct KernelSet {
     // Null for the CPU.
     const halide_device_interface_t *device = nullptr;
     uintptr_t (*native_handle)(void *user_context, halide_buffer_t *buf) = nullptr;
+    // Shape classes: a second sdpa built with a shorter key block, for short
+    // key sequences (null: the family has one sdpa).
+    decltype(&hmha_sdpa_cpu) sdpa_short = nullptr;
+    int sdpa_key_block = 0, sdpa_short_key_block = 0;
+    // The sdpa to call for `keys` keys: the one that pads them least, the
+    // long-key one on a tie (its bigger blocks run faster when both are full).
+    decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it
 // (the device API is initialised once, on first use). A family this build did
 // not generate: "device: 'cuda' is not available: this build has no cuda kernels".
 const KernelSet &kernels_for(Device device);
+
+// Keys rounded up to whole blocks of `block`.
+inline int64_t padded_keys(int64_t keys, int64_t block) {
+    return (keys + block - 1) / block * block;
+}
 
 // Throws Error with Halide's own message when a kernel returned non-zero.
 void check_status(const char *kernel, int status);

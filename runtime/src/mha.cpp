@@ -606,7 +606,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
             auto kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-            check_status("sdpa", ks.sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+            check_status("sdpa", ks.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                          am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
                                          scale, ac.raw_buffer()));
         }
