@@ -48,6 +48,7 @@ private:
 // Averages per-head weights (S', L, H, N) over heads into (S', L, N).
 class HeadMean : public Generator<HeadMean> {
 public:
+    GeneratorParam<int> query_block{"query_block", 8, 1, 4096};  // rows per parallel task
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
     Input<Buffer<float, 4>> weights{"weights"};
@@ -58,7 +59,7 @@ public:
         RDom rh(0, heads, "rh");
         total(j, i, n) = 0.0f;
         total(j, i, n) += weights(j, i, rh, n);
-        mean(j, i, n) = total(j, i, n) / cast<float>(heads);
+        mean(j, i, n) = total(j, i, n) * (1.0f / cast<float>(heads));
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
         mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
         if (using_autoscheduler()) {
@@ -69,7 +70,8 @@ public:
             return;
         }
         schedules::cpu::schedule_head_mean(
-            mean, total, j, i, n, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target())));
+            mean, total, j, i, n,
+            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:

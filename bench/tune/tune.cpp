@@ -84,7 +84,8 @@ Params class_defaults(const std::string &kernel) {
 }
 
 bool is_kernel(const std::string &k) {
-    return k == "linear" || k == "sdpa" || k == "sdpa_short" || k == "masked_softmax" || k == "attend";
+    return k == "linear" || k == "sdpa" || k == "sdpa_short" || k == "masked_softmax" || k == "attend" ||
+           k == "head_mean";
 }
 
 // Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
@@ -118,6 +119,9 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
         gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
         outputs.push_back(sdpa ? Buffer<float>(D, s.H, s.L, s.N) : Buffer<float>(s.S, s.L, s.H, s.N));
+    } else if (kernel == "head_mean") {
+        bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
+        outputs.push_back(Buffer<float>(s.S, s.L, s.N));
     } else if (kernel == "attend") {
         bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
         bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
@@ -154,6 +158,9 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int kb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
             for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
+    } else if (kernel == "head_mean") {
+        for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 2, 4, 16, 32})
+            add({{"query_block", std::to_string(qb)}});
     } else {
         for (int qb : quick ? std::vector<int>{16, 64} : std::vector<int>{8, 16, 32, 64, 128})
             add({{"query_block", std::to_string(qb)}});
@@ -190,7 +197,7 @@ void progress(int done, int total, const std::string &what) {
 int main(int argc, char **argv) {
     std::string out = "schedules/tuned/host.json";
     bool quick = false, verbose = false;
-    std::vector<std::string> kernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend"};
+    std::vector<std::string> kernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend", "head_mean"};
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
@@ -209,7 +216,7 @@ int main(int argc, char **argv) {
             for (const auto &k : kernels) {
                 if (!is_kernel(k)) {
                     std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected linear, sdpa, "
-                                 "sdpa_short, masked_softmax or attend)\n", k.c_str());
+                                 "sdpa_short, masked_softmax, attend or head_mean)\n", k.c_str());
                     return 2;
                 }
             }

@@ -38,12 +38,21 @@ inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, H
     acc.update().reorder(d, i, rj.x).vectorize(d, vw, guard).unroll(d).unroll(i);
 }
 
+// Parallel over batch and blocks of query rows (a task per row was too fine:
+// a row is S' floats per head); each row's sum over heads accumulates in an
+// L1-resident row (total), one contiguous head row at a time.
 inline void schedule_head_mean(Halide::Func mean, Halide::Func total, Halide::Var j, Halide::Var i, Halide::Var n,
-                               int vector_width) {
+                               const AttendParams &prm) {
     using namespace Halide;
-    mean.parallel(n).parallel(i).vectorize(j, vector_width, TailStrategy::GuardWithIf);
-    total.compute_at(mean, i).vectorize(j, vector_width, TailStrategy::GuardWithIf);
-    total.update().vectorize(j, vector_width, TailStrategy::GuardWithIf);
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var io("io"), ii("ii");
+    mean.split(i, io, ii, prm.query_block, guard)
+        .reorder(j, ii, io, n)
+        .parallel(n)
+        .parallel(io)
+        .vectorize(j, prm.vector_width, guard);
+    total.compute_at(mean, ii).vectorize(j, prm.vector_width, guard);
+    total.update().vectorize(j, prm.vector_width, guard);
 }
 
 }  // namespace hmha_gen::schedules::cpu
