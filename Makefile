@@ -56,9 +56,11 @@ clean:
 	rm -rf $(BUILD_DIR) $(ARM64_BUILD_DIR)
 
 # The CPU bench report of issue 4 (bench/README.md): builds build-bench/ with
-# the autoscheduled kernel variants, runs every case (about 15-20 minutes) and
-# writes bench/results/<machine>-<date>.md with its charts.
+# the autoscheduled kernel variants and build-bench-untuned/ without the tuned
+# params (schedules/tuned/), runs every case (about 20-25 minutes) and writes
+# bench/results/<machine>-<date>.md with its charts.
 bench-report:
 	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_BENCH_AUTOSCHEDULERS=ON"
+	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench-untuned CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_TUNED_FILE=/nonexistent/untuned.json"
 	@py=$$(scripts/bootstrap_torch.sh) && $$py -m pip install -q --disable-pip-version-check -r bench/requirements-report.txt && \
-	    $$py bench/report.py --build-dir build-bench --torch-python $$py $(BENCH_REPORT_ARGS)
+	    $$py bench/report.py --build-dir build-bench --untuned-build-dir build-bench-untuned --torch-python $$py $(BENCH_REPORT_ARGS)

@@ -54,6 +54,7 @@ PEER_NAMES = {
     "torch F.sdpa": "F.linear + F.sdpa",
     "blas": "OpenBLAS + softmax (hand-written)",
     "ours-kernels": "ours' kernels, bench driver",
+    "ours-untuned": "ours, untuned defaults",
 }
 TARGET_NW_FALSE, TARGET_NW_TRUE, TARGET_SGEMM, TARGET_MEM = 1.3, 2.0, 0.70, 1.2
 
@@ -154,6 +155,9 @@ class Runner:
     def __init__(self, args, log):
         self.args, self.log = args, log
         self.bench = os.path.join(args.build_dir, "bench", "hmha_bench")
+        # The same bench built without schedules/tuned/ params (--untuned-build-dir): "ours-untuned".
+        self.untuned_bench = (os.path.join(args.untuned_build_dir, "bench", "hmha_bench")
+                              if args.untuned_build_dir else None)
         self.records = []
         self.tmp = tempfile.mkdtemp(prefix="hmha-bench-")
         self.hz = os.sysconf("SC_CLK_TCK")
@@ -261,7 +265,12 @@ class Runner:
                         continue
                     if rd > 0 and (impl in AUTOSCHEDULERS or not rounds[impl] or not rounds[impl][0].get("ok")):
                         continue
-                    if impl in ("mha", "sdpa"):
+                    if impl == "ours-untuned":
+                        cmd = self.case_cmd("ours", shape, nw, causal, cross, ref=d, min_time=min_time)
+                        cmd[0] = self.untuned_bench
+                        rec = self.measure(cmd, meta=meta)
+                        rec["impl"] = "ours-untuned"
+                    elif impl in ("mha", "sdpa"):
                         cmd = [self.args.torch_python, os.path.join(ROOT, "bench", "peers", "torch_mha.py"),
                                "--case", impl, "--ref", d, "--threads", str(self.args.threads),
                                "--min-time", str(min_time or self.args.min_time),
@@ -412,7 +421,7 @@ def run_all(args, log):
         n, l, s, e, h = shape
         for label, nw, causal, cross in VARIANTS:
             sh = (n, l, l // 2, e, h) if cross else shape
-            impls = ["blas", "mha"] + ([] if nw else ["sdpa"])
+            impls = (["ours-untuned"] if r.untuned_bench else []) + ["blas", "mha"] + ([] if nw else ["sdpa"])
             if not (causal or cross):
                 impls += (["ours-kernels"] if "ours-kernels" in sets else []) + as_sets
 
@@ -917,11 +926,29 @@ def targets(data, head_rows):
                              causal=r["causal"]) if x.get("ok")]
         if o:
             (beats if o[0]["ms"] < r["ms"] else loses).append((r, r["ms"] / o[0]["ms"]))
-    if beats or loses:
+    faster, slower = [], []
+    for r in recs:
+        if r.get("group") != "shape" or r.get("impl") != "ours-untuned" or not r.get("ok"):
+            continue
+        o = [x for x in find(recs, group="shape", impl="ours", shape=r["shape"], need_weights=r["need_weights"],
+                             causal=r["causal"]) if x.get("ok")]
+        if o:
+            (faster if o[0]["ms"] < r["ms"] else slower).append((r, r["ms"] / o[0]["ms"]))
+    if faster or slower:
+        allx = [x for _, x in faster + slower]
+        tuned_vs = (f"tuned ({data.get('tuned_params')}) vs untuned defaults: faster in {len(faster)} of "
+                    f"{len(allx)} cases (speed-up {min(allx):.2f}x to {max(allx):.2f}x, median "
+                    f"{sorted(allx)[len(allx) // 2]:.2f}x)"
+                    + ("" if not slower else "; not faster in: " + "; ".join(
+                        f"{tuple(r['shape'])} {variant_label(r['need_weights'], r['causal'], r['cross'])} ({x:.2f}x)"
+                        for r, x in slower)))
+    else:
         tuned = data.get("tuned_params")
+        tuned_vs = ("tuned vs untuned **not measured here** (run with --untuned-build-dir; our kernels were built "
+                    f"with {'tuned params from ' + tuned if tuned else 'default params'})")
+    if beats or loses:
         out.append("- Tuned schedules beat the untuned defaults and every autoscheduler on every shape: "
-                   "tuned vs untuned **not measured here** (the tuner, bench/tune, is not run by this report; our "
-                   f"kernels were built with {'tuned params from ' + tuned if tuned else 'default params'}). Ours vs "
+                   f"{tuned_vs}. Ours vs "
                    f"the autoscheduled forwards (every autoscheduler that scheduled the path): faster in {len(beats)} of {len(beats) + len(loses)} cases"
                    + ("" if not loses else "; slower in: " + "; ".join(
                        f"{tuple(r['shape'])} {variant_label(r['need_weights'], r['causal'], r['cross'])} vs "
@@ -933,6 +960,8 @@ def targets(data, head_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--untuned-build-dir", help="a bench build without tuned params (HMHA_TUNED_FILE=none): "
+                    "its forward runs as 'ours, untuned defaults' in every headline case")
     ap.add_argument("--torch-python", default=os.path.expanduser("~/.cache/hmha/torchenv/bin/python"))
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--machine", help="name for the results files (default: from /proc/cpuinfo)")
