@@ -21,7 +21,7 @@ public:
     GeneratorParam<int> key_block{"key_block", 256, 1, 4096};
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
-    GeneratorParam<int> gpu_key_block{"gpu_key_block", 64, 1, 1024};
+    GeneratorParam<int> gpu_key_block{"gpu_key_block", 32, 1, 1024};  // shared memory: runtime/src/mha.cpp kGpuFusedMaxHeadDim
     GeneratorParam<int> gpu_query_block{"gpu_query_block", 8, 1, 64};
     GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
 

@@ -257,6 +257,32 @@ TEST_CASE("reference: head_dim 1..128 with 1..8 heads unmasked and masked", "[re
         }
 }
 
+// Heads wider than the fused GPU sdpa's shared memory holds (runtime/src/mha.cpp,
+// kGpuFusedMaxHeadDim = 128) take the unfused path on a GPU family, the fused
+// one on the CPU; need_weights=false either way, with masks and causal.
+TEST_CASE("reference: need_weights=false with head_dim 127 to 300", "[reference]") {
+    uint32_t seed = 7300;
+    for (int64_t D : {127, 128, 129, 300})
+        for (int masked = 0; masked < 2; masked++) {
+            Case c;
+            c.H = D == 300 ? 1 : 2;
+            c.E = c.H * D;
+            c.L = 19;
+            c.S = 40;
+            c.N = 2;
+            c.weights = Weights::None;
+            if (masked) {
+                c.mask = MaskKind::Bool3D;
+                c.pad = PadKind::Float;
+                c.causal = true;
+                c.add_bias_kv = true;
+                c.layout = Layout::BatchFirst;
+                c.hide_p = 0.1;
+            }
+            run_case(c, seed++);
+        }
+}
+
 TEST_CASE("reference: S much larger than L and L much larger than S", "[reference]") {
     uint32_t seed = 7500;
     for (auto [L, S] : std::vector<std::pair<int64_t, int64_t>>{{1, 200}, {200, 1}, {2, 129}, {129, 2}})

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Step 1 of the GPU run, here (no GPU needed): build, then gather what the GPU
 # machine needs into .gpu-bundle/ (git-ignored): the test and bench binaries
-# (their CUDA kernels are compiled in; Halide loads the driver at run time) and
-# the shared libraries they use that a bare CUDA image may lack.
+# and the GPU schedule tuner (their CUDA kernels are compiled in; Halide loads
+# the driver at run time) and the shared libraries they use that a bare CUDA
+# image may lack.
 #
 #   bench/gpu/bundle.sh [BUILD_DIR]          then, on the GPU machine:
 #   bench/gpu/run.sh                          (the device tool: carry .gpu-bundle)
@@ -12,14 +13,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-build}
 cd "$root"
-extra=()
-[ -n "${HMHA_CUDA_CAPABILITY:-}" ] && extra=(CMAKE_ARGS="-DHMHA_CUDA_CAPABILITY=$HMHA_CUDA_CAPABILITY")
-make build BUILD_DIR="$build" "${extra[@]}"
+# HMHA_GPU_TUNE: also the GPU schedule sweep (bench/gpu/CMakeLists.txt), hmha_gpu_tune.
+args="-DHMHA_GPU_TUNE=ON"
+[ -n "${HMHA_CUDA_CAPABILITY:-}" ] && args="$args -DHMHA_CUDA_CAPABILITY=$HMHA_CUDA_CAPABILITY"
+make build BUILD_DIR="$build" CMAKE_ARGS="$args"
 
 bundle="$root/.gpu-bundle"
 rm -rf "$bundle"
 mkdir -p "$bundle/lib"
-bins=("$build/tests/hmha_tests" "$build/bench/hmha_bench" "$build/hmha")
+bins=("$build/tests/hmha_tests" "$build/bench/hmha_bench" "$build/hmha" "$build/bench/gpu/hmha_gpu_tune")
 cp "${bins[@]}" "$bundle/"
 # Everything outside glibc and the compiler runtime travels with the binaries.
 for bin in "${bins[@]}"; do

@@ -9,6 +9,9 @@
 #   bench-cuda.json    the MHA forward on CUDA (Google Benchmark JSON)
 #   torch-cuda.txt     PyTorch nn.MultiheadAttention and F.scaled_dot_product_attention,
 #                      float32, same GPU, same run
+#   gpu-tune.log       every GPU kernel variant of the schedule sweep, checked
+#   cuda.json          and timed; the winners: copy to schedules/tuned/cuda.json
+#                      here and rebuild for the tuned CUDA kernels
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,6 +40,9 @@ echo "exit code $?" >> "$out/tests-cpu.log"
     > "$out/bench-cuda.json" 2> "$out/bench-cuda.log"
 
 PYTHONUNBUFFERED=1 python3 bench/peers/torch_mha.py --device cuda > "$out/torch-cuda.txt" 2>&1
+
+"$bundle/hmha_gpu_tune" --device cuda --verbose --out "$out/cuda.json" > "$out/gpu-tune.log" 2>&1
+echo "exit code $?" >> "$out/gpu-tune.log"
 
 tail -3 "$out/tests-cuda.log"
 exit $cuda_rc

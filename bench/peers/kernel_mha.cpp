@@ -129,7 +129,7 @@ void KernelMha::forward(const Shape &s, const float *query, const float *kv, boo
             const int64_t keys = causal ? std::min(S, i0 + rows) : S;
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
             auto kc = kvv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-            check("sdpa", ks_.sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), m.am.raw_buffer(),
+            check("sdpa", ks_.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), m.am.raw_buffer(),
                                    m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, causal, false, scale,
                                    ac.raw_buffer()));
         }

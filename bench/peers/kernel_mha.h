@@ -32,6 +32,14 @@ struct KernelSet {
     SoftmaxFn masked_softmax;
     AttendFn attend;
     HeadMeanFn head_mean;
+    // Ours only: the short-key sdpa class and both key blocks; called as the
+    // runtime does (runtime/src/kernels.cpp, KernelSet::sdpa_for).
+    SdpaFn sdpa_short = nullptr;
+    int sdpa_key_block = 0, sdpa_short_key_block = 0;
+    SdpaFn sdpa_for(int64_t keys) const {
+        auto padded = [keys](int64_t block) { return (keys + block - 1) / block * block; };
+        return sdpa_short && padded(sdpa_short_key_block) < padded(sdpa_key_block) ? sdpa_short : sdpa;
+    }
     bool can_forward(bool need_weights) const {
         return linear && (need_weights ? masked_softmax && attend && head_mean : sdpa != nullptr);
     }

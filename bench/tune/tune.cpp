@@ -30,20 +30,16 @@
 #include <vector>
 
 #include "Halide.h"
+#include "tune_args.h"
 
 using namespace Halide;
 
 namespace {
 
-using Params = std::map<std::string, std::string>;
+using hmha_tune::Shape;
+using hmha_tune::split;
 
-struct Shape {
-    int N, L, S, E, H;
-    std::string name() const {
-        return "N" + std::to_string(N) + "_L" + std::to_string(L) + "_S" + std::to_string(S) + "_E" +
-               std::to_string(E) + "_H" + std::to_string(H);
-    }
-};
+using Params = std::map<std::string, std::string>;
 
 Buffer<float> random_buffer(std::vector<int> extents, std::mt19937 &rng) {
     Buffer<float> b(extents);
@@ -79,7 +75,7 @@ std::string generator_of(const std::string &kernel) {
 }
 
 Params class_defaults(const std::string &kernel) {
-    if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};  // as CMakeLists.txt
+    if (kernel == "sdpa_short") return {{"key_block", "64"}, {"query_block", "64"}};  // as CMakeLists.txt
     return {};
 }
 
@@ -134,14 +130,6 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
     return [p, keep, target]() mutable { p.realize(std::get<3>(*keep), target); };
 }
 
-std::vector<std::string> split(const std::string &s, char sep) {
-    std::vector<std::string> out;
-    size_t start = 0;
-    for (size_t at; (at = s.find(sep, start)) != std::string::npos; start = at + 1) out.push_back(s.substr(start, at - start));
-    out.push_back(s.substr(start));
-    return out;
-}
-
 std::vector<Params> sweep(const std::string &kernel, bool quick) {
     std::vector<Params> v{class_defaults(kernel)};  // the untuned defaults first
     auto add = [&](Params p) { v.push_back(std::move(p)); };
@@ -155,7 +143,7 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
             for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else if (kernel == "sdpa_short") {
-        for (int kb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
+        for (int kb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64})
             for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else if (kernel == "head_mean") {
@@ -171,10 +159,11 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
 // The shape classes a kernel is tuned on: sdpa on long key sequences,
 // sdpa_short on short ones, the others on all.
 std::vector<Shape> classes_for(const std::string &kernel, bool quick) {
-    const Shape short_keys{32, 128, 128, 256, 4}, bench{4, 512, 512, 512, 8}, long_seq{1, 2048, 2048, 512, 8};
+    const Shape short_keys{32, 128, 128, 256, 4}, shorter_keys{32, 128, 64, 256, 4}, bench{4, 512, 512, 512, 8},
+        long_seq{1, 2048, 2048, 512, 8};
     if (quick) return {kernel == "sdpa_short" ? Shape{8, 128, 128, 256, 4} : Shape{4, 256, 256, 512, 8}};
     if (kernel == "sdpa") return {bench, long_seq};
-    if (kernel == "sdpa_short") return {short_keys};
+    if (kernel == "sdpa_short") return {short_keys, shorter_keys};
     return {short_keys, bench, long_seq};
 }
 
@@ -221,17 +210,7 @@ int main(int argc, char **argv) {
                 }
             }
         } else if (a == "--shapes" && i + 1 < argc) {
-            for (const auto &spec : split(argv[++i], ';')) {
-                std::vector<std::string> f = split(spec, ',');
-                Shape s{};
-                if (f.size() != 5 || std::sscanf(spec.c_str(), "%d,%d,%d,%d,%d", &s.N, &s.L, &s.S, &s.E, &s.H) != 5 ||
-                    s.N < 1 || s.L < 1 || s.S < 1 || s.H < 1 || s.E < 1 || s.E % s.H != 0) {
-                    std::fprintf(stderr, "hmha_tune: --shapes: expected N,L,S,E,H with positive sizes and E %% H == 0, "
-                                 "got '%s'\n", spec.c_str());
-                    return 2;
-                }
-                shapes.push_back(s);
-            }
+            if (!hmha_tune::parse_shapes("hmha_tune", argv[++i], shapes)) return 2;
         } else {
             return usage();
         }

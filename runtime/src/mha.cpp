@@ -25,6 +25,14 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kCausalQueryChunk = 256;
 // Queries per masked_softmax/attend/head_mean round in the need_weights path.
 constexpr int64_t kWeightsQueryChunk = 1024;
+// The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
+// the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
+// + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
+// qb = 8 (read from the generated .stmt): 35 KB at D = 128, under the 48 KB a
+// CUDA block gets by default. Wider heads take the unfused path (masked_softmax
+// and attend, per query chunk) on a GPU. The GPU tuner (bench/gpu) only keeps
+// variants that also run at D = 128.
+constexpr int64_t kGpuFusedMaxHeadDim = 128;
 
 std::string str(int64_t v) {
     return std::to_string(v);
@@ -487,6 +495,11 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
+    // need_weights=false runs the fused sdpa, except on a GPU for heads wider
+    // than its shared memory holds; the unfused path then keeps its per-head
+    // weights in chunk scratch, as when averaging.
+    const bool fused = !f.need_weights && !(ks.device && D > kGpuFusedMaxHeadDim);
+    const bool weights_scratch = averaged || (!f.need_weights && !fused);
     // Batch-major keys with appended rows: (N, S', E) rows are not one run of the
     // input's (N, S, E) rows, so K and V are projected into a dense (N, S, E)
     // scratch and copied into place with Halide's strided buffer copy (host or
@@ -494,7 +507,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const bool per_batch = g.kv_pos == 1 && Sk != S && S > 0;
     const int64_t kv_rows = Sk * N;
     WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, kv_rows * E, kv_rows * E,
-                                      averaged ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0,
+                                      weights_scratch ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0,
                                       per_batch ? S * N * E : 0, per_batch ? S * N * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
     HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * N, E}}));
@@ -594,7 +607,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         // Every row is fully hidden: weights 0 (already), attention rows 0.
         std::fill(attn, attn + L * N * E, 0.0f);
         attn_rows = dv.input(std::move(attn_rows));
-    } else if (!f.need_weights) {
+    } else if (fused) {
         // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
         // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
         // never computed. Crops keep absolute coordinates (Halide buffer mins), so
@@ -615,16 +628,17 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         // cache when attend (and head_mean) read them back; when averaging they
         // are scratch of N*H*chunk*S' floats only. Crops keep absolute coordinates.
         const int64_t chunk = std::min(L, kWeightsQueryChunk);
-        Tensor &weights = *result.attn_output_weights;
         HBuf per_head_all =
-            averaged ? dv.scratch(view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
-                     : output_view(weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
-        HBuf mean_all = averaged ? output_view(weights, {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
+            weights_scratch
+                ? dv.scratch(view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
+                : output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
+        HBuf mean_all =
+            averaged ? output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            HBuf wv = per_head_all.cropped(1, averaged ? 0 : (int)i0, (int)rows);
-            if (averaged) wv.translate(1, (int)i0);
+            HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
+            if (weights_scratch) wv.translate(1, (int)i0);
             check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
                                                              am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
                                                              f.is_causal, has_masks, scale, wv.raw_buffer()));
@@ -633,7 +647,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                 check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
                 finish_output(mc);
-            } else {
+            } else if (f.need_weights) {
                 finish_output(wv);
             }
         }

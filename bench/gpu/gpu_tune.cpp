@@ -1,0 +1,326 @@
+// The GPU schedule tuner: times every ahead-of-time variant of each GPU kernel
+// (bench/gpu/CMakeLists.txt, HMHA_GPU_TUNE=ON) on one device and writes the
+// winners to a JSON file that the build reads as that family's params.
+//
+//   hmha_gpu_tune --device cuda|opencl [--out schedules/tuned/cuda.json] [--quick]
+//                 [--verbose] [--shapes N,L,S,E,H[;...]]
+//
+// Every variant's output is checked against the CPU kernel's on the same
+// inputs before it is timed; a variant that fails (a launch the device refuses,
+// shared memory it lacks; sdpa is also run at head_dim 128) or differs is
+// reported and never wins. Times are the
+// median of repeated calls, each waited for with a device sync; variants run
+// round-robin, 3 rounds, and keep their best round. The untuned defaults are
+// the first variant of every kernel, so the winner is never slower than them
+// on the summed time.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "HalideBuffer.h"
+#include "HalideRuntime.h"
+#include "gpu_variants.h"
+#include "tune_args.h"
+#include "hmha_attend_cpu.h"
+#include "hmha_head_mean_cpu.h"
+#include "hmha_linear_cpu.h"
+#include "hmha_masked_softmax_cpu.h"
+#include "hmha_sdpa_cpu.h"
+#if HMHA_HAVE_CUDA
+#include "HalideRuntimeCuda.h"
+#endif
+#if HMHA_HAVE_OPENCL
+#include "HalideRuntimeOpenCL.h"
+#endif
+
+namespace {
+
+using hmha_tune::Shape;
+using hmha_tune::split;
+
+using Buf = Halide::Runtime::Buffer<float>;
+using Bytes = Halide::Runtime::Buffer<uint8_t>;
+
+std::string last_error;
+
+Buf random_buffer(std::vector<int> extents, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f) {
+    Buf b(extents);
+    std::uniform_real_distribution<float> u(lo, hi);
+    b.for_each_value([&](float &x) { x = u(rng); });
+    return b;
+}
+
+// A zero-stride view of a zero row, as the runtime passes absent masks.
+template <typename T>
+Halide::Runtime::Buffer<T> zero_mask(Halide::Runtime::Buffer<T> &row, std::vector<int> extents) {
+    std::vector<halide_dimension_t> dims{{0, row.dim(0).extent(), 1}};
+    for (int e : extents) dims.push_back({0, e, 0});
+    return Halide::Runtime::Buffer<T>(row.data(), (int)dims.size(), dims.data());
+}
+
+// The inputs of every kernel at one shape, on the host; `up` copies them to a device.
+struct Inputs {
+    Shape s;
+    int D;
+    Buf x, weight_t, bias, q, k, v, weights, zf_row, am, kpm;
+    Bytes zb_row, amb;
+
+    Inputs(const Shape &sh, std::mt19937 &rng) : s(sh), D(sh.E / sh.H) {
+        x = random_buffer({s.E, s.N * s.L}, rng);
+        weight_t = random_buffer({s.E, s.E}, rng, -0.05f, 0.05f);
+        bias = random_buffer({s.E}, rng);
+        q = random_buffer({D, s.H, s.L, s.N}, rng);
+        k = random_buffer({D, s.H, s.S, s.N}, rng);
+        v = random_buffer({D, s.H, s.S, s.N}, rng);
+        weights = random_buffer({s.S, s.L, s.H, s.N}, rng, 0.0f, 1.0f / (float)s.S);
+        zf_row = Buf(s.S);
+        zf_row.fill(0.0f);
+        zb_row = Bytes(s.S);
+        zb_row.fill(0);
+        am = zero_mask(zf_row, {s.L, s.H, s.N});
+        amb = zero_mask(zb_row, {s.L, s.H, s.N});
+        kpm = zero_mask(zf_row, {s.N});
+    }
+
+    bool up(const halide_device_interface_t *iface) {
+        for (Buf *b : {&x, &weight_t, &bias, &q, &k, &v, &weights, &am, &kpm}) {
+            b->set_host_dirty();
+            if (b->copy_to_device(iface) != 0) return false;
+        }
+        amb.set_host_dirty();
+        return amb.copy_to_device(iface) == 0;
+    }
+};
+
+// Output of `kernel` at shape s (host allocation).
+Buf output_for(const std::string &kernel, const Inputs &in) {
+    const Shape &s = in.s;
+    if (kernel == "linear") return Buf(s.E, s.N * s.L);
+    if (kernel == "sdpa" || kernel == "attend") return Buf(in.D, s.H, s.L, s.N);
+    if (kernel == "masked_softmax") return Buf(s.S, s.L, s.H, s.N);
+    return Buf(s.S, s.L, s.N);  // head_mean
+}
+
+// Calls `fn` (with the signature of hmha_<kernel>_cpu) on the inputs.
+int call(const std::string &kernel, void *fn, Inputs &in, Buf &out) {
+    const float scale = 1.0f / std::sqrt((float)in.D);
+    if (kernel == "linear") {
+        return ((decltype(&hmha_linear_cpu))fn)(in.x, in.weight_t, in.bias, out);
+    }
+    if (kernel == "sdpa") {
+        return ((decltype(&hmha_sdpa_cpu))fn)(in.q, in.k, in.v, in.am, in.amb, in.kpm, in.s.S, false, false, scale,
+                                              out);
+    }
+    if (kernel == "masked_softmax") {
+        return ((decltype(&hmha_masked_softmax_cpu))fn)(in.q, in.k, in.am, in.amb, in.kpm, in.s.S, false, false,
+                                                        scale, out);
+    }
+    if (kernel == "attend") return ((decltype(&hmha_attend_cpu))fn)(in.weights, in.v, out);
+    return ((decltype(&hmha_head_mean_cpu))fn)(in.weights, out);
+}
+
+void *cpu_kernel(const std::string &kernel) {
+    if (kernel == "linear") return (void *)hmha_linear_cpu;
+    if (kernel == "sdpa") return (void *)hmha_sdpa_cpu;
+    if (kernel == "masked_softmax") return (void *)hmha_masked_softmax_cpu;
+    if (kernel == "attend") return (void *)hmha_attend_cpu;
+    return (void *)hmha_head_mean_cpu;
+}
+
+double max_rel_diff(const Buf &a, const Buf &ref) {
+    double diff = 0, mag = 0;
+    const float *pa = a.data(), *pr = ref.data();
+    for (size_t i = 0; i < ref.number_of_elements(); i++) {
+        diff = std::max(diff, (double)std::fabs(pa[i] - pr[i]));
+        mag = std::max(mag, (double)std::fabs(pr[i]));
+    }
+    return mag > 0 ? diff / mag : diff;
+}
+
+const halide_device_interface_t *device_interface(const std::string &family) {
+#if HMHA_HAVE_CUDA
+    if (family == "cuda") return halide_cuda_device_interface();
+#endif
+#if HMHA_HAVE_OPENCL
+    if (family == "opencl") return halide_opencl_device_interface();
+#endif
+    return nullptr;
+}
+
+}  // namespace
+
+extern "C" void halide_error(void *, const char *msg) {
+    last_error = msg ? msg : "";
+    while (!last_error.empty() && last_error.back() == '\n') last_error.pop_back();
+}
+
+int main(int argc, char **argv) {
+    std::string family, out_path;
+    bool quick = false, verbose = false;
+    std::vector<Shape> shapes;
+    auto usage = [] {
+        std::fprintf(stderr, "usage: hmha_gpu_tune --device cuda|opencl [--out FILE] [--quick] [--verbose] "
+                             "[--shapes N,L,S,E,H;...]\n");
+        return 2;
+    };
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--device" && i + 1 < argc) {
+            family = argv[++i];
+        } else if (a == "--out" && i + 1 < argc) {
+            out_path = argv[++i];
+        } else if (a == "--quick") {
+            quick = true;
+        } else if (a == "--verbose") {
+            verbose = true;
+        } else if (a == "--shapes" && i + 1 < argc) {
+            if (!hmha_tune::parse_shapes("hmha_gpu_tune", argv[++i], shapes)) return 2;
+        } else {
+            return usage();
+        }
+    }
+    const halide_device_interface_t *iface = device_interface(family);
+    if (iface == nullptr) {
+        std::fprintf(stderr, "hmha_gpu_tune: --device: expected a GPU family of this build (cuda, opencl), got '%s'\n",
+                     family.c_str());
+        return 2;
+    }
+    if (out_path.empty()) out_path = "schedules/tuned/" + family + ".json";
+    {
+        Buf probe(1);
+        if (probe.device_malloc(iface) != 0) {
+            std::fprintf(stderr, "hmha_gpu_tune: device '%s' is not available: %s\n", family.c_str(),
+                         last_error.c_str());
+            return 4;
+        }
+    }
+    halide_reuse_device_allocations(nullptr, true);
+
+    // The GPU bench shapes of issue 3; the need_weights kernels at the first only
+    // (their (S, L, H, N) weights are 512 MiB at L = S = 4096).
+    const std::vector<Shape> fused = shapes.empty() ? (quick ? std::vector<Shape>{{2, 64, 64, 128, 4}}
+                                                             : std::vector<Shape>{{4, 512, 512, 512, 8},
+                                                                                  {1, 4096, 4096, 512, 8}})
+                                                    : shapes;
+    const std::vector<Shape> weighted = shapes.empty() ? std::vector<Shape>{fused[0]} : shapes;
+    const int reps = quick ? 3 : 10;
+
+    std::mt19937 rng(1);
+    std::map<std::string, std::vector<const GpuVariant *>> by_kernel;
+    std::vector<std::string> order;
+    for (const GpuVariant &v : gpu_variants()) {
+        if (v.family != family) continue;
+        if (!by_kernel.count(v.kernel)) order.push_back(v.kernel);
+        by_kernel[v.kernel].push_back(&v);
+    }
+    std::string json = "{\n  \"target\": \"" + family + "\",\n  \"kernels\": {\n";
+    std::string table;
+    int failures = 0;
+    for (size_t ki = 0; ki < order.size(); ki++) {
+        const std::string &kernel = order[ki];
+        const auto &variants = by_kernel[kernel];
+        const bool uses_weights = kernel == "attend" || kernel == "head_mean" || kernel == "masked_softmax";
+        std::vector<double> sum(variants.size(), 0.0);
+        std::vector<std::string> why(variants.size());
+        // sdpa variants must also run (untimed) at head_dim 128, the widest head
+        // the runtime gives the fused kernel on a GPU (its shared memory grows with it).
+        std::vector<std::pair<Shape, bool>> runs;  // (shape, timed)
+        for (const Shape &s : uses_weights ? weighted : fused) runs.push_back({s, true});
+        if (kernel == "sdpa") runs.push_back({Shape{1, 64, 64, 1024, 8}, false});
+        for (const auto &[s, timed] : runs) {
+            Inputs in(s, rng);
+            Buf ref = output_for(kernel, in);
+            if (call(kernel, cpu_kernel(kernel), in, ref) != 0) {
+                std::fprintf(stderr, "hmha_gpu_tune: the CPU %s failed at %s: %s\n", kernel.c_str(), s.name().c_str(),
+                             last_error.c_str());
+                return 1;
+            }
+            if (!in.up(iface)) {
+                std::fprintf(stderr, "hmha_gpu_tune: copying inputs to %s failed: %s\n", family.c_str(),
+                             last_error.c_str());
+                return 1;
+            }
+            std::vector<Buf> outs;
+            for (size_t i = 0; i < variants.size(); i++) {
+                outs.push_back(output_for(kernel, in));
+                if (!why[i].empty()) continue;
+                last_error.clear();
+                int st = call(kernel, variants[i]->fn, in, outs[i]);
+                if (st == 0) st = outs[i].copy_to_host();
+                if (st != 0) {
+                    why[i] = "failed at " + s.name() + " (Halide status " + std::to_string(st) + "): " + last_error;
+                    continue;
+                }
+                const double d = max_rel_diff(outs[i], ref);
+                if (!(d <= 1e-3)) {
+                    why[i] = "differs from the CPU kernel at " + s.name() + " (max rel diff " + std::to_string(d) + ")";
+                }
+            }
+            if (!timed) continue;
+            std::vector<double> best(variants.size(), 1e30);
+            for (int round = 0; round < 3; round++) {
+                for (size_t i = 0; i < variants.size(); i++) {
+                    if (!why[i].empty()) continue;
+                    std::vector<double> t;
+                    for (int r = 0; r < reps; r++) {
+                        auto t0 = std::chrono::steady_clock::now();
+                        call(kernel, variants[i]->fn, in, outs[i]);
+                        outs[i].device_sync();
+                        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                                        .count());
+                    }
+                    std::sort(t.begin(), t.end());
+                    best[i] = std::min(best[i], t[t.size() / 2]);
+                }
+            }
+            for (size_t i = 0; i < variants.size(); i++) {
+                if (why[i].empty()) sum[i] += best[i];
+                if (verbose) {
+                    std::printf("  %-15s %-22s %-55s %s\n", kernel.c_str(), s.name().c_str(),
+                                *variants[i]->params ? variants[i]->params : "(defaults)",
+                                why[i].empty() ? (std::to_string(best[i]) + " ms").c_str() : why[i].c_str());
+                }
+            }
+        }
+        size_t w = variants.size();
+        for (size_t i = 0; i < variants.size(); i++) {
+            if (!why[i].empty()) {
+                std::fprintf(stderr, "%s [%s]: %s\n", kernel.c_str(), variants[i]->params, why[i].c_str());
+                failures += i == 0;  // the untuned defaults must work
+                continue;
+            }
+            if (w == variants.size() || sum[i] < sum[w]) w = i;
+        }
+        json += "    \"" + kernel + "\": {";
+        char line[512];
+        if (w == variants.size()) {
+            std::snprintf(line, sizeof(line), "%-15s no variant ran\n", kernel.c_str());
+        } else {
+            bool first = true;
+            for (const auto &kv : split(variants[w]->params, ' ')) {
+                auto eq = kv.find('=');
+                if (eq == std::string::npos) continue;
+                json += std::string(first ? "" : ", ") + "\"" + kv.substr(0, eq) + "\": " + kv.substr(eq + 1);
+                first = false;
+            }
+            std::snprintf(line, sizeof(line), "%-15s %-55s %9.3f ms (defaults %s)\n", kernel.c_str(),
+                          *variants[w]->params ? variants[w]->params : "(defaults)", sum[w],
+                          why[0].empty() ? (std::to_string(sum[0]) + " ms").c_str() : "failed");
+        }
+        table += line;
+        json += std::string("}") + (ki + 1 < order.size() ? "," : "") + "\n";
+    }
+    json += "  }\n}\n";
+    std::printf("device %s; each kernel's time summed over its shapes\n%s", family.c_str(), table.c_str());
+    std::ofstream(out_path) << json;
+    std::printf("wrote %s\n", out_path.c_str());
+    return failures ? 1 : 0;
+}
