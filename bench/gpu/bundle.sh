@@ -5,13 +5,13 @@
 # the driver at run time) and the shared libraries they use that a bare CUDA
 # image may lack.
 #
-#   bench/gpu/bundle.sh [BUILD_DIR]          then, on the GPU machine:
+#   bench/gpu/bundle.sh [BUILD_DIR=build-gpu] then, on the GPU machine:
 #   bench/gpu/run.sh                          (the device tool: carry .gpu-bundle)
 #
 # Set HMHA_CUDA_CAPABILITY=cuda_capability_90 (say) to build for another GPU.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-build}
+build=${1:-build-gpu}
 cd "$root"
 # HMHA_GPU_TUNE: also the GPU schedule sweep (bench/gpu/CMakeLists.txt), hmha_gpu_tune.
 args="-DHMHA_GPU_TUNE=ON"
