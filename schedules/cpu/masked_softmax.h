@@ -1,7 +1,7 @@
 // CPU schedule for the per-head attention weights. Parallel over batch, head
 // and query block; keys are transposed once per head; the scores of a query
 // block (query_block x S') are computed once, register-tiled (2 vectors of
-// keys x 4 queries), then max, exp-sum, one reciprocal per row and the normalised rows.
+// keys x 4 queries), then max, exp-sum and the normalised rows.
 #pragma once
 
 #include "Halide.h"
@@ -15,7 +15,7 @@ struct MaskedSoftmaxParams {
 };
 
 struct MaskedSoftmaxFuncs {
-    Halide::Func weights, row_max, row_sum, row_inv, e;
+    Halide::Func weights, row_max, row_sum, e;
     AttentionScore sc;
 };
 
@@ -41,7 +41,6 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
     f.e.compute_at(f.weights, io).vectorize(v.j, vw, guard);
     f.row_sum.compute_at(f.weights, io);
     f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
-    f.row_inv.compute_at(f.weights, io);
 }
 
 }  // namespace hmha_gen::schedules::cpu
