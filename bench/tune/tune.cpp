@@ -75,7 +75,7 @@ std::string generator_of(const std::string &kernel) {
 }
 
 Params class_defaults(const std::string &kernel) {
-    if (kernel == "sdpa_short") return {{"key_block", "64"}, {"query_block", "64"}};  // as CMakeLists.txt
+    if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};  // as CMakeLists.txt
     return {};
 }
 
@@ -143,7 +143,7 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
             for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else if (kernel == "sdpa_short") {
-        for (int kb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64})
+        for (int kb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
             for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else if (kernel == "head_mean") {

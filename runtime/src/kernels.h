@@ -28,7 +28,7 @@
 #define HMHA_SDPA_KEY_BLOCK 256
 #endif
 #ifndef HMHA_SDPA_SHORT_KEY_BLOCK
-#define HMHA_SDPA_SHORT_KEY_BLOCK 64
+#define HMHA_SDPA_SHORT_KEY_BLOCK 128
 #endif
 
 namespace hmha {
