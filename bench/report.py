@@ -918,22 +918,20 @@ def targets(data, head_rows):
                        f"essential bytes) exceed the {TARGET_MEM}x budget ({mib((TARGET_MEM - 1) * last['essential_bytes'])} MiB "
                        "above it), so meeting it needs the K/V projections fused into the attention kernel "
                        "(recomputed per query block) rather than a leaner workspace.")
-    beats, loses = [], []
-    for r in recs:
-        if r.get("group") != "shape" or r.get("impl") not in AUTOSCHEDULERS or not r.get("ok"):
-            continue
-        o = [x for x in find(recs, group="shape", impl="ours", shape=r["shape"], need_weights=r["need_weights"],
-                             causal=r["causal"]) if x.get("ok")]
-        if o:
-            (beats if o[0]["ms"] < r["ms"] else loses).append((r, r["ms"] / o[0]["ms"]))
-    faster, slower = [], []
-    for r in recs:
-        if r.get("group") != "shape" or r.get("impl") != "ours-untuned" or not r.get("ok"):
-            continue
-        o = [x for x in find(recs, group="shape", impl="ours", shape=r["shape"], need_weights=r["need_weights"],
-                             causal=r["causal"]) if x.get("ok")]
-        if o:
-            (faster if o[0]["ms"] < r["ms"] else slower).append((r, r["ms"] / o[0]["ms"]))
+    def vs_ours(impls):
+        """(cases ours beats, cases it does not), each (the peer's record, peer ms / our ms), over the shape cases."""
+        won, lost = [], []
+        for r in recs:
+            if r.get("group") != "shape" or r.get("impl") not in impls or not r.get("ok"):
+                continue
+            o = [x for x in find(recs, group="shape", impl="ours", shape=r["shape"], need_weights=r["need_weights"],
+                                 causal=r["causal"]) if x.get("ok")]
+            if o:
+                (won if o[0]["ms"] < r["ms"] else lost).append((r, r["ms"] / o[0]["ms"]))
+        return won, lost
+
+    beats, loses = vs_ours(AUTOSCHEDULERS)
+    faster, slower = vs_ours(["ours-untuned"])
     if faster or slower:
         allx = [x for _, x in faster + slower]
         tuned_vs = (f"tuned ({data.get('tuned_params')}) vs untuned defaults: faster in {len(faster)} of "
@@ -960,7 +958,7 @@ def targets(data, head_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
-    ap.add_argument("--untuned-build-dir", help="a bench build without tuned params (HMHA_TUNED_FILE=none): "
+    ap.add_argument("--untuned-build-dir", help="a bench build without tuned params (HMHA_TUNED_FILE set to a missing file, as make bench-report does): "
                     "its forward runs as 'ours, untuned defaults' in every headline case")
     ap.add_argument("--torch-python", default=os.path.expanduser("~/.cache/hmha/torchenv/bin/python"))
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "device.h"
+#include "../runtime/src/sdpa_classes.h"
 
 #include <cmath>
 #include <cstring>
@@ -308,7 +309,6 @@ TEST_CASE("reference: S much larger than L and L much larger than S", "[referenc
 // with masks, causal and appended keys (S' = S + 1, 2), need_weights=false.
 TEST_CASE("reference: fused sdpa at key counts around both shape classes' key blocks", "[reference]") {
     const int64_t kb = HMHA_SDPA_KEY_BLOCK, kb_short = HMHA_SDPA_SHORT_KEY_BLOCK;
-    auto padded = [](int64_t keys, int64_t block) { return (keys + block - 1) / block * block; };
     std::vector<int64_t> key_counts{1, kb_short - 1, kb_short, kb_short + 1, kb - 1, kb, kb + 1, 2 * kb + 3};
     int short_runs = 0, long_runs = 0;
     uint32_t seed = 8800;
@@ -328,7 +328,7 @@ TEST_CASE("reference: fused sdpa at key counts around both shape classes' key bl
             c.add_zero_attn = variant == 2;
             c.hide_p = 0.1;
             const int64_t keys = S + (c.add_bias_kv ? 1 : 0) + (c.add_zero_attn ? 1 : 0);
-            (padded(keys, kb_short) < padded(keys, kb) ? short_runs : long_runs)++;
+            (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
             run_case(c, seed++);
         }
     // Both variants ran, so neither can be wrong unnoticed.

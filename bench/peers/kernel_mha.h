@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../../runtime/src/sdpa_classes.h"
 #include "../bench_common.h"
 #include "HalideRuntime.h"
 
@@ -37,8 +38,8 @@ struct KernelSet {
     SdpaFn sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
     SdpaFn sdpa_for(int64_t keys) const {
-        auto padded = [keys](int64_t block) { return (keys + block - 1) / block * block; };
-        return sdpa_short && padded(sdpa_short_key_block) < padded(sdpa_key_block) ? sdpa_short : sdpa;
+        return sdpa_short && hmha::use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short
+                                                                                                  : sdpa;
     }
     bool can_forward(bool need_weights) const {
         return linear && (need_weights ? masked_softmax && attend && head_mean : sdpa != nullptr);

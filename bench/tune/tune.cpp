@@ -79,9 +79,11 @@ Params class_defaults(const std::string &kernel) {
     return {};
 }
 
+// Every kernel the tuner knows, in the order it tunes them by default.
+const std::vector<std::string> kAllKernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend", "head_mean"};
+
 bool is_kernel(const std::string &k) {
-    return k == "linear" || k == "sdpa" || k == "sdpa_short" || k == "masked_softmax" || k == "attend" ||
-           k == "head_mean";
+    return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
 }
 
 // Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
@@ -186,7 +188,7 @@ void progress(int done, int total, const std::string &what) {
 int main(int argc, char **argv) {
     std::string out = "schedules/tuned/host.json";
     bool quick = false, verbose = false;
-    std::vector<std::string> kernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend", "head_mean"};
+    std::vector<std::string> kernels = kAllKernels;
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");

@@ -1,5 +1,7 @@
 #include "kernels.h"
 
+#include "sdpa_classes.h"
+
 #include <limits>
 #include <mutex>
 #include <string>
@@ -113,7 +115,7 @@ const KernelSet &kernels_for(Device device) {
 
 decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys) const {
     if (sdpa_short == nullptr) return sdpa;
-    return padded_keys(keys, sdpa_short_key_block) < padded_keys(keys, sdpa_key_block) ? sdpa_short : sdpa;
+    return use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short : sdpa;
 }
 
 void check_status(const char *kernel, int status) {

@@ -48,8 +48,7 @@ struct KernelSet {
     // key sequences (null: the family has one sdpa).
     decltype(&hmha_sdpa_cpu) sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
-    // The sdpa to call for `keys` keys: the one that pads them least, the
-    // long-key one on a tie (its bigger blocks run faster when both are full).
+    // The sdpa to call for `keys` keys (sdpa_classes.h).
     decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
 };
 
@@ -57,11 +56,6 @@ struct KernelSet {
 // (the device API is initialised once, on first use). A family this build did
 // not generate: "device: 'cuda' is not available: this build has no cuda kernels".
 const KernelSet &kernels_for(Device device);
-
-// Keys rounded up to whole blocks of `block`.
-inline int64_t padded_keys(int64_t keys, int64_t block) {
-    return (keys + block - 1) / block * block;
-}
 
 // Throws Error with Halide's own message when a kernel returned non-zero.
 void check_status(const char *kernel, int status);
