@@ -8,7 +8,10 @@
 //
 // --kernels and --shapes narrow the sweep (to probe one kernel at one shape);
 // the file written then holds only the kernels swept. --verbose prints every
-// variant's time per shape.
+// variant's time per shape. HMHA_TUNE_TARGET overrides the JIT target: with
+// HMHA_TUNE_TARGET=host-profile every variant prints Halide's per-Func profile
+// (where a kernel's time goes; those timings include the profiler's cost, and
+// the file written names that target, so write it elsewhere with --out).
 //
 // One winner per kernel: the variant with the least total time over its shape
 // classes (many short sequences, the MHA bench shape, a long sequence; sdpa is
@@ -20,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -217,7 +221,8 @@ int main(int argc, char **argv) {
             return usage();
         }
     }
-    const Target target = get_host_target();
+    const char *target_env = std::getenv("HMHA_TUNE_TARGET");
+    const Target target = target_env ? Target(target_env) : get_host_target();
     auto classes_of = [&](const std::string &k) { return shapes.empty() ? classes_for(k, quick) : shapes; };
     int total = 0, done = 0;
     for (const auto &k : kernels) total += (int)sweep(k, quick).size() * (int)classes_of(k).size();
