@@ -32,6 +32,7 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
         .parallel(io)
         .vectorize(v.j, vw, guard);
     f.sc.kt.compute_at(f.weights, v.h).vectorize(v.j, vw, guard);
+    pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
     f.sc.score.compute_at(f.weights, io);
     schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw);
     // Row reductions run along the contiguous key axis: vectors of keys folded
