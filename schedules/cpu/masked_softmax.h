@@ -31,7 +31,8 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
         .parallel(v.h)
         .parallel(io)
         .vectorize(v.j, vw, guard);
-    f.sc.kt.compute_at(f.weights, v.h).vectorize(v.j, vw, guard);
+    f.sc.kt.compute_at(f.weights, v.h);
+    schedule_key_transpose(f.sc.kt, v, vw);
     pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
     f.sc.score.compute_at(f.weights, io);
     schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw);

@@ -50,4 +50,13 @@ inline void pad_key_rows(Halide::Func kt, Halide::Var j, Halide::Expr keys) {
     kt.bound_storage(j, ((keys + 15) / 16) * 16 + 16);
 }
 
+// Schedules the per-head transpose kt(j, d) = k(d, j): a vector of keys is
+// gathered from vw rows of K at a time, for every d before the next vector,
+// so those rows' cache lines are read once (d outer re-read each line for
+// every d in it).
+inline void schedule_key_transpose(Halide::Func kt, const ScoreVars &v, int vw) {
+    Halide::Var jo("kt_jo"), ji("kt_ji");
+    kt.split(v.j, jo, ji, vw, Halide::TailStrategy::GuardWithIf).reorder(ji, v.d, jo).vectorize(ji);
+}
+
 }  // namespace hmha_gen::schedules::cpu

@@ -38,7 +38,8 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
         .parallel(v.h)
         .vectorize(v.d, vw, guard);
 
-    f.sc.kt.compute_at(f.out, v.h).vectorize(v.j, vw, guard);
+    f.sc.kt.compute_at(f.out, v.h);
+    schedule_key_transpose(f.sc.kt, v, vw);
 
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
     f.state.update().reorder(v.d, v.i, rb, v.h, v.n).vectorize(v.d, vw, guard);
