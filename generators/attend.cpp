@@ -35,9 +35,11 @@ public:
             schedules::gpu::schedule_attend(out, acc, d, i, h, n, rj, {gpu_threads_d, gpu_threads_i});
             return;
         }
-        schedules::cpu::schedule_attend(
-            out, acc, d, i, h, n, rj,
-            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
+        const Target t = get_target();
+        schedules::cpu::schedule_attend(out, acc, d, i, h, n, rj,
+                                        {query_block,
+                                         schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
+                                         schedules::cpu::register_tile_rows(t)});
     }
 
 private:

@@ -105,8 +105,10 @@ public:
             return;
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
+        const Target t = get_target();
         schedules::cpu::SdpaParams prm{key_block, query_block,
-                                       schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))};
+                                       schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
+                                       schedules::cpu::register_tile_rows(t)};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm);
     }
 

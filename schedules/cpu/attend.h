@@ -7,10 +7,11 @@ namespace hmha_gen::schedules::cpu {
 
 struct AttendParams {
     int query_block, vector_width;
+    int tile_rows = 4;  // queries per register tile (register_tile_rows); attend only
 };
 
 // Parallel over batch, head and query block; each output tile of 2 vectors of d
-// x 4 queries accumulates in registers (acc is computed per tile).
+// x tile_rows queries accumulates in registers (acc is computed per tile).
 inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, Halide::Var i, Halide::Var h,
                             Halide::Var n, Halide::RDom rj, const AttendParams &prm) {
     using namespace Halide;
@@ -19,7 +20,7 @@ inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, H
     Var io("io"), ii("ii"), d_o("d_o"), di("di"), it("it"), iti("iti");
     out.split(i, io, ii, prm.query_block, guard)
         .split(d, d_o, di, 2 * vw, guard)
-        .split(ii, it, iti, 4, guard)
+        .split(ii, it, iti, prm.tile_rows, guard)
         .reorder(di, iti, d_o, it, io, h, n)
         .parallel(n)
         .parallel(h)
@@ -30,7 +31,7 @@ inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, H
     // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
     acc.compute_at(out, d_o)
         .bound_storage(d, 2 * vw)
-        .bound_storage(i, 4)
+        .bound_storage(i, prm.tile_rows)
         .store_in(MemoryType::Stack)
         .vectorize(d, vw, guard)
         .unroll(d)

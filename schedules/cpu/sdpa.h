@@ -5,7 +5,8 @@
 // lives in a key_block x query_block scratch computed at the scan's step, so
 // memory is O(S' x D + key_block x query_block) per thread whatever L is.
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
-// 2 vectors x 4 queries: a wrapper Func owns the block, the reduction Func is
+// 2 vectors x 4 queries (Q.K^T) and 2 vectors x tile_rows queries (P.V, 8
+// with 32 vector registers): a wrapper Func owns the block, the reduction Func is
 // computed per tile so LLVM keeps its accumulators in registers.
 #pragma once
 
@@ -17,6 +18,7 @@ namespace hmha_gen::schedules::cpu {
 
 struct SdpaParams {
     int key_block, query_block, vector_width;
+    int tile_rows;  // queries per P.V register tile (register_tile_rows)
 };
 
 struct SdpaFuncs {
@@ -59,7 +61,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     Func pv_tile = f.block_pv.in(f.state);
     pv_tile.compute_at(f.state, rb)
         .split(v.d, d_o, di, 2 * vw, guard)
-        .split(v.i, it, iti, 4, guard)
+        .split(v.i, it, iti, prm.tile_rows, guard)
         .reorder(di, iti, d_o, it)
         .vectorize(di, vw)
         .unroll(di)
@@ -67,7 +69,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
     f.block_pv.compute_at(pv_tile, d_o)
         .bound_storage(v.d, 2 * vw)
-        .bound_storage(v.i, 4)
+        .bound_storage(v.i, prm.tile_rows)
         .store_in(MemoryType::Stack)
         .vectorize(v.d, vw, guard)
         .unroll(v.d)
