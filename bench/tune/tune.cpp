@@ -210,8 +210,10 @@ int main(int argc, char **argv) {
             kernels = split(argv[++i], ',');
             for (const auto &k : kernels) {
                 if (!is_kernel(k)) {
-                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected linear, sdpa, "
-                                 "sdpa_short, masked_softmax, attend or head_mean)\n", k.c_str());
+                    std::string known;
+                    for (const auto &name : kAllKernels) known += (known.empty() ? "" : ", ") + name;
+                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected one of %s)\n",
+                                 k.c_str(), known.c_str());
                     return 2;
                 }
             }
