@@ -8,6 +8,7 @@
 //
 //   build/bench/hmha_bench --case IMPL --shape N,L,S,E,H [--need-weights] [--causal]
 //                          [--cross] [--min-time SEC] [--dump DIR | --ref DIR]
+//                          [--scratch auto|sequence|per-head]
 //       One forward case in this (fresh) process, as one JSON line: median ms,
 //       GFLOP/s, peak resident memory, and the check against our output. IMPL is
 //       ours, blas, or a kernel set of --list (autoschedulers; needs
@@ -60,6 +61,7 @@ struct Impl {
 
 // --hmha-device=cpu|cuda|opencl: the device of ours (the peers are CPU code).
 hmha::Device g_device = hmha::Device::CPU;
+hmha::Scratch g_scratch = hmha::Scratch::Auto;
 
 class Ours : public Impl {
 public:
@@ -75,6 +77,7 @@ public:
         opt.num_heads = s.H;
         opt.batch_first = true;
         opt.device = g_device;
+        opt.scratch = g_scratch;
         mha_.emplace(opt, sd);
     }
     void forward(const Shape &s, const MhaInputs &in, bool causal, bool need_weights, float *, float *) override {
@@ -320,6 +323,10 @@ int run_case(const Args &a) {
         why = e.what();
     }
     if (!impl) return fail(why);
+    // Ours holds its own copy of the parameters (as nn.MultiheadAttention does,
+    // and torch_mha.py drops its staging tensors too): one copy of the weights
+    // is alive while timed, as in an application. --dump still writes them.
+    if (dynamic_cast<Ours *>(impl.get()) && dump.empty()) w = MhaWeights{};
     // Outputs owned by the caller (peers) or by the result (ours).
     std::vector<float> out, weights;
     if (!dynamic_cast<Ours *>(impl.get())) {
@@ -529,6 +536,7 @@ int main(int argc, char **argv) {
     Args a = parse(argc, argv);
     try {
         if (a.has("hmha-device")) g_device = hmha::parse_device(a.get("hmha-device"));
+        if (a.has("scratch")) g_scratch = hmha::parse_scratch(a.get("scratch"));
         if (a.has("case")) return run_case(a);
         if (a.has("sgemm")) return run_sgemm(a);
         if (a.has("fma-peak")) return run_fma_peak();

@@ -49,6 +49,7 @@ struct Case {
     bool self_attention = false;         // query, key and value are one tensor (aliasing)
     bool unbatched_batch_first = false;  // Options.batch_first with unbatched inputs (must be ignored)
     double hide_p = 0.25;                // chance that a mask element hides its key
+    hmha::Scratch scratch = hmha::Scratch::Auto;
 
     std::string describe() const {
         std::ostringstream s;
@@ -56,7 +57,8 @@ struct Case {
           << " bias=" << bias << " add_bias_kv=" << add_bias_kv << " add_zero_attn=" << add_zero_attn
           << " layout=" << name(layout) << " attn_mask=" << name(mask) << " key_padding_mask=" << name(pad)
           << " is_causal=" << causal << " need_weights=" << name(weights) << " self_attention=" << self_attention
-          << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p;
+          << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p
+          << " scratch=" << hmha::to_string(scratch);
         return s.str();
     }
 };
@@ -110,6 +112,7 @@ void run_case(const Case &c, uint32_t seed) {
     o.kdim = c.kdim;
     o.vdim = c.vdim;
     o.batch_first = c.layout == Layout::BatchFirst || (c.layout == Layout::Unbatched && c.unbatched_batch_first);
+    o.scratch = c.scratch;
     const int64_t kdim = c.kdim ? c.kdim : c.E, vdim = c.vdim ? c.vdim : c.E;
     const auto sd = random_state_dict(o, rng);
 
@@ -235,6 +238,57 @@ TEST_CASE("reference: every bias x add_bias_kv x add_zero_attn x kdim/vdim x nee
                         c.self_attention = false;
                         run_case(c, seed++);
                     }
+}
+
+// Scratch::PerHead (hmha.h) on the CPU: Q and then the attention output live in
+// the output tensor, K and V are projected one head (or group of narrow heads)
+// at a time, the output projection runs in place. Every feature with
+// need_weights=false, at sizes where Auto would pick Sequence: with
+// need_weights=true both policies take the same path, so those cases only
+// check that the option changes nothing there. Sequence is forced as well.
+TEST_CASE("reference: Scratch::PerHead and Scratch::Sequence over 300 random configurations", "[reference]") {
+    std::mt19937 rng(20261123);
+    for (uint32_t i = 0; i < 300; ++i) {
+        Case c = random_case(rng);
+        if (coin(rng, 0.8)) c.weights = Weights::None;
+        c.scratch = i % 3 == 2 ? hmha::Scratch::Sequence : hmha::Scratch::PerHead;
+        run_case(c, 12000 + i);
+    }
+}
+
+// Per-head rounds around the narrow-head grouping (heads of width D go
+// ceil(64 / D) at a time, the last round possibly short), row blocks of the
+// in-place output projection (64 rows at E = 1024, more below), long keys for
+// both sdpa shape classes, every layout, masks and causal.
+TEST_CASE("reference: Scratch::PerHead head groups, row blocks and key counts", "[reference]") {
+    uint32_t seed = 13000;
+    const std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>> shapes{
+        // D, H, L, S
+        {1, 5, 17, 3},  {3, 23, 9, 40},   {7, 10, 65, 33},   {31, 3, 4, 300}, {32, 3, 70, 17},
+        {33, 4, 5, 129}, {64, 2, 130, 65}, {65, 2, 3, 257},  {128, 8, 67, 5}, {100, 3, 200, 600}};
+    for (const auto &[D, H, L, S] : shapes)
+        for (Layout l : {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched}) {
+            Case c;
+            c.H = H;
+            c.E = H * D;
+            c.L = L;
+            c.S = S;
+            c.N = l == Layout::Unbatched ? 1 : 2;
+            c.layout = l;
+            c.weights = Weights::None;
+            c.scratch = hmha::Scratch::PerHead;
+            c.mask = l == Layout::SeqFirst ? MaskKind::Float3D : MaskKind::Bool2D;
+            c.pad = l == Layout::BatchFirst ? PadKind::Bool : PadKind::None;
+            c.causal = l != Layout::BatchFirst;
+            c.add_bias_kv = l == Layout::BatchFirst;
+            c.add_zero_attn = l == Layout::Unbatched;
+            c.hide_p = 0.1;
+            run_case(c, seed++);
+            c.self_attention = L == S;
+            c.mask = MaskKind::None;
+            c.pad = PadKind::None;
+            run_case(c, seed++);
+        }
 }
 
 TEST_CASE("reference: head_dim 1..128 with 1..8 heads unmasked and masked", "[reference]") {

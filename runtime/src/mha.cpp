@@ -431,6 +431,100 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
     return g;
 }
 
+// Scratch::Auto's choice (hmha.h) for L queries and S' keys, where Sequence
+// would take 2 * (L + S') * N * E floats.
+bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t N, int64_t E) {
+    switch (policy) {
+        case Scratch::Sequence: return false;
+        case Scratch::PerHead: return true;
+        case Scratch::Auto: break;
+    }
+    return (L >= kPerHeadMinLength && Sk >= kPerHeadMinLength) ||
+           2 * (L + Sk) * N * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
+}
+
+// Columns [c0, c0 + y.dim(0).extent()) of projection p, for the rows of x.
+void project_columns(const KernelSet &ks, Projection &p, int64_t c0, HBuf &x, HBuf &y) {
+    if (x.dim(1).extent() == 0) return;
+    const int64_t width = y.dim(0).extent();
+    HBuf w = view(p.weight_t.data() + c0, {{width, 1}, {p.in, p.out}});
+    HBuf b = view(p.bias.data() + c0, {{width, 1}});
+    check_status("linear", ks.linear(x.raw_buffer(), w.raw_buffer(), b.raw_buffer(), y.raw_buffer()));
+}
+
+struct PerHeadCall {
+    const KernelSet &ks;
+    WorkspacePool &workspaces;
+    Projection &q, &k, &v, &o;
+    const std::vector<float> &bias_k, &bias_v;  // (E) when add_bias_kv
+    const Geometry &g;
+    const Options &opt;
+};
+
+// Scratch::PerHead on the CPU (hmha.h): the output tensor first holds Q, each
+// head's attention then overwrites its Q in place (the CPU sdpa reads a query
+// block's q only while computing that block, and writes its out after), and
+// the output projection runs in place through a copy of one row block. K and V
+// exist for `group` heads at a time: one head, or enough narrow heads to fill
+// the projection's 64-wide column tiles.
+template <typename RunSdpa>
+void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &key, const Tensor &value,
+                     HBuf &out_rows, RunSdpa &&run_sdpa) {
+    const Geometry &g = c.g;
+    const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
+    const int64_t group = std::min(H, (64 + D - 1) / D);
+    const int64_t row_block = std::min(L * N, std::max<int64_t>(64, (int64_t(64) << 10) / E));  // 256 KiB
+    WorkspaceLease ws(c.workspaces, {Sk * group * D, Sk * group * D, row_block * E});
+    {
+        HBuf x = view(query.f32(), {{E, 1}, {L * N, E}});
+        project(c.ks, c.q, x, out_rows);
+    }
+    HBuf heads = view(out_rows.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
+    struct Side {
+        Projection &p;
+        const Tensor &x;
+        int64_t dim;
+        const std::vector<float> &bias;
+        float *rows;
+    };
+    const Side sides[] = {{c.k, key, c.opt.kdim, c.bias_k, ws[0]}, {c.v, value, c.opt.vdim, c.bias_v, ws[1]}};
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t h0 = 0; h0 < H; h0 += group) {
+            const int64_t heads_now = std::min(group, H - h0), width = heads_now * D;
+            // K and V of these heads as dense (S', width) rows, appended rows last.
+            for (const Side &side : sides) {
+                HBuf x = view(side.x.f32() + n * g.kv_batch * side.dim, {{side.dim, 1}, {S, g.kv_pos * side.dim}});
+                HBuf y = view(side.rows, {{width, 1}, {S, width}});
+                project_columns(c.ks, side.p, h0 * D, x, y);
+                for (int64_t s = S; s < Sk; s++) {
+                    float *row = side.rows + s * width;
+                    if (c.opt.add_bias_kv && s == S) {
+                        std::memcpy(row, side.bias.data() + h0 * D, (size_t)width * sizeof(float));
+                    } else {
+                        std::fill(row, row + width, 0.0f);
+                    }
+                }
+            }
+            HBuf kv = view(ws[0], {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
+            HBuf vv = view(ws[1], {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
+            for (HBuf *b : {&kv, &vv}) {
+                b->translate(1, (int)h0);
+                b->translate(3, (int)n);
+            }
+            HBuf qv = heads.cropped(1, (int)h0, (int)heads_now).cropped(3, (int)n, 1);
+            run_sdpa(qv, kv, vv, qv);
+        }
+    }
+    for (int64_t r0 = 0; r0 < L * N; r0 += row_block) {
+        const int64_t rows = std::min(row_block, L * N - r0);
+        std::memcpy(ws[2], out_rows.data() + r0 * E, (size_t)(rows * E) * sizeof(float));
+        HBuf x = view(ws[2], {{E, 1}, {rows, E}});
+        x.translate(1, (int)r0);
+        HBuf y = out_rows.cropped(1, (int)r0, (int)rows);
+        project(c.ks, c.o, x, y);
+    }
+}
+
 }  // namespace
 
 ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key, const Tensor &value,
@@ -486,6 +580,66 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         result.attn_output_weights = w.reshape(ws);
     }
     if (L == 0 || N == 0) return result;
+
+    // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
+    // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
+    const int64_t Sm = std::max<int64_t>(S, 1);
+    std::vector<float> zeros_f((size_t)Sm, 0.0f);
+    std::vector<uint8_t> zeros_b((size_t)Sm, 0);
+    auto am_f = dv.input(view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
+    auto am_b = dv.input(view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
+    if (f.attn_mask && S > 0) {
+        const Tensor &a = *f.attn_mask;
+        int64_t hs = a.dim() == 3 ? L * S : 0, ns = a.dim() == 3 ? H * L * S : 0;
+        if (a.dtype() == DType::F32) {
+            am_f = dv.input<float>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+        } else {
+            am_b = dv.input<uint8_t>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
+        }
+    }
+    std::vector<float> kpm_storage;
+    auto kpm = dv.input(view(zeros_f.data(), {{Sm, 1}, {N, 0}}));
+    if (f.key_padding_mask && S > 0) {
+        const Tensor &k = *f.key_padding_mask;
+        if (k.dtype() == DType::F32) {
+            kpm = dv.input<float>(k, {{S, 1}, {N, S}});
+        } else {
+            // N*S bytes: converted on the host (a device mask is copied down first).
+            const Tensor host = k.to_host();
+            kpm_storage.resize((size_t)(N * S));
+            const float inf = std::numeric_limits<float>::infinity();
+            for (size_t i = 0; i < kpm_storage.size(); i++) kpm_storage[i] = host.bytes()[i] ? -inf : 0.0f;
+            kpm = dv.input(view(kpm_storage.data(), {{S, 1}, {N, S}}));
+        }
+    }
+    const float scale = (float)std::sqrt(1.0 / (double)D);
+    const int masked_keys = (int)S;
+    const bool has_masks = (f.attn_mask || f.key_padding_mask) && S > 0;
+
+    // The fused attention of q (D, H, L, N) views into out. Causal without
+    // appended keys: query chunk [i0, i1) sees keys [0, i1) only, so each chunk
+    // runs on a cropped K/V and the hidden upper-right blocks are never
+    // computed. Crops keep absolute coordinates (Halide buffer mins), so the
+    // kernel's causal test and mask indexing are unchanged.
+    auto run_sdpa = [&](HBuf &qv, HBuf &kv, HBuf &vv, HBuf &out) {
+        const bool skip = f.is_causal && g.extra == 0;
+        const int64_t chunk = skip ? kCausalQueryChunk : L;
+        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+            const int64_t rows = std::min(chunk, L - i0);
+            const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
+            auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
+            auto kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
+            check_status("sdpa", ks.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+                                         am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
+                                         scale, oc.raw_buffer()));
+        }
+    };
+    if (!f.need_weights && !ks.device && Sk > 0 && use_per_head(o.scratch, L, Sk, N, E)) {
+        HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
+        attend_per_head(PerHeadCall{ks, *m.workspaces, m.q, m.k, m.v, m.o, m.bias_k, m.bias_v, g, o}, query, key,
+                        value, out_rows, run_sdpa);
+        return result;
+    }
 
     // Projections. q and the attention output keep the caller's row order; keys
     // and values are laid out as (S', N, E) or (N, S', E) so that the appended
@@ -568,61 +722,13 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
     HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
 
-    // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
-    // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
-    const int64_t Sm = std::max<int64_t>(S, 1);
-    std::vector<float> zeros_f((size_t)Sm, 0.0f);
-    std::vector<uint8_t> zeros_b((size_t)Sm, 0);
-    auto am_f = dv.input(view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
-    auto am_b = dv.input(view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
-    if (f.attn_mask && S > 0) {
-        const Tensor &a = *f.attn_mask;
-        int64_t hs = a.dim() == 3 ? L * S : 0, ns = a.dim() == 3 ? H * L * S : 0;
-        if (a.dtype() == DType::F32) {
-            am_f = dv.input<float>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
-        } else {
-            am_b = dv.input<uint8_t>(a, {{S, 1}, {L, S}, {H, hs}, {N, ns}});
-        }
-    }
-    std::vector<float> kpm_storage;
-    auto kpm = dv.input(view(zeros_f.data(), {{Sm, 1}, {N, 0}}));
-    if (f.key_padding_mask && S > 0) {
-        const Tensor &k = *f.key_padding_mask;
-        if (k.dtype() == DType::F32) {
-            kpm = dv.input<float>(k, {{S, 1}, {N, S}});
-        } else {
-            // N*S bytes: converted on the host (a device mask is copied down first).
-            const Tensor host = k.to_host();
-            kpm_storage.resize((size_t)(N * S));
-            const float inf = std::numeric_limits<float>::infinity();
-            for (size_t i = 0; i < kpm_storage.size(); i++) kpm_storage[i] = host.bytes()[i] ? -inf : 0.0f;
-            kpm = dv.input(view(kpm_storage.data(), {{S, 1}, {N, S}}));
-        }
-    }
-    const float scale = (float)std::sqrt(1.0 / (double)D);
-    const int masked_keys = (int)S;
-    const bool has_masks = (f.attn_mask || f.key_padding_mask) && S > 0;
 
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
         std::fill(attn, attn + L * N * E, 0.0f);
         attn_rows = dv.input(std::move(attn_rows));
     } else if (fused) {
-        // Causal without appended keys: query chunk [i0, i1) sees keys [0, i1) only,
-        // so each chunk runs on a cropped K/V and the hidden upper-right blocks are
-        // never computed. Crops keep absolute coordinates (Halide buffer mins), so
-        // the kernel's causal test and mask indexing are unchanged.
-        const bool skip = f.is_causal && g.extra == 0;
-        const int64_t chunk = skip ? kCausalQueryChunk : L;
-        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
-            const int64_t rows = std::min(chunk, L - i0);
-            const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
-            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            auto kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-            check_status("sdpa", ks.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
-                                         am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
-                                         scale, ac.raw_buffer()));
-        }
+        run_sdpa(qv, kv, vv, av);
     } else {
         // Query chunks, so that the per-head weights a chunk writes are still in
         // cache when attend (and head_mean) read them back; when averaging they

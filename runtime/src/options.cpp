@@ -29,4 +29,20 @@ Options Options::from_state_dict(const std::map<std::string, Tensor> &sd, int64_
     return o;
 }
 
+const char *to_string(Scratch s) {
+    switch (s) {
+        case Scratch::Auto: return "auto";
+        case Scratch::Sequence: return "sequence";
+        case Scratch::PerHead: return "per-head";
+    }
+    return "?";
+}
+
+Scratch parse_scratch(const std::string &name) {
+    for (Scratch s : {Scratch::Auto, Scratch::Sequence, Scratch::PerHead}) {
+        if (name == to_string(s)) return s;
+    }
+    throw Error("scratch: expected one of auto, sequence, per-head, got '" + name + "'");
+}
+
 }  // namespace hmha

@@ -38,6 +38,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
         .reorder(v.d, ii, io, v.h, v.n)
         .parallel(v.n)
         .parallel(v.h)
+        .parallel(io)
         .vectorize(v.d, vw, guard);
 
     f.sc.kt.compute_at(f.out, v.h);

@@ -94,6 +94,30 @@ private:
     friend class MultiheadAttention;
 };
 
+// How forward() holds its scratch when need_weights=false on the CPU (a GPU,
+// and need_weights=true, always use Sequence).
+enum class Scratch {
+    // PerHead when each head's attention has at least kPerHeadMinLength queries
+    // and keys (there it was faster in bench/results/), or when Sequence's
+    // scratch would exceed kPerHeadAboveBytes; Sequence otherwise.
+    Auto,
+    // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
+    // floats, kept by the module between calls. Fewest kernel calls, fastest
+    // for many short sequences.
+    Sequence,
+    // Q, and then the attention output, live in the output tensor itself; K and
+    // V are projected one head (or a few narrow heads) at a time, and the output
+    // projection runs in place a block of rows at a time. Scratch is
+    // 2 * S' * max(head_dim, 64) floats plus one row block: peak memory stays
+    // near inputs + outputs + weights however long the sequences are.
+    PerHead,
+};
+constexpr int64_t kPerHeadMinLength = 256;
+constexpr int64_t kPerHeadAboveBytes = int64_t(64) << 20;
+const char *to_string(Scratch s);
+// "auto", "sequence", "per-head"; throws Error for anything else.
+Scratch parse_scratch(const std::string &name);
+
 // Constructor arguments of nn.MultiheadAttention. kdim/vdim of 0 mean embed_dim.
 struct Options {
     int64_t embed_dim = 0;
@@ -106,6 +130,7 @@ struct Options {
     int64_t vdim = 0;
     bool batch_first = false;
     Device device = Device::CPU;
+    Scratch scratch = Scratch::Auto;  // not in PyTorch: memory policy of need_weights=false
 
     // Reads embed_dim, kdim, vdim, bias and add_bias_kv from which state_dict
     // tensors exist and their shapes (as the CLI does).
