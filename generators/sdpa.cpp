@@ -24,9 +24,14 @@ public:
     GeneratorParam<int> gpu_key_block{"gpu_key_block", 32, 1, 1024};  // shared memory: runtime/src/mha.cpp kGpuFusedMaxHeadDim
     GeneratorParam<int> gpu_query_block{"gpu_query_block", 8, 1, 64};
     GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
+    // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
+    // rounded up to whole key blocks (the padding keys are read and hidden;
+    // the key count is v's). The kernel then keeps no transposed copy of its
+    // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
+    GeneratorParam<bool> keys_transposed{"keys_transposed", false};
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
-    Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N)
+    Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N), or (S'', D, H, N) transposed
     Input<Buffer<float, 4>> v{"v"};                            // (D, H, S', N)
     Input<Buffer<float, 4>> attn_mask{"attn_mask"};            // (S, L, H, N)
     Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
@@ -39,15 +44,23 @@ public:
 
     void generate() {
         Expr head_dim = q.dim(0).extent();
-        Expr keys = k.dim(2).extent();
+        Expr keys = v.dim(2).extent();
         Expr inf = Expr(std::numeric_limits<float>::infinity());
         const bool gpu = get_target().has_gpu_feature() && !using_autoscheduler();
         int kb_size = gpu ? (int)gpu_key_block : (int)key_block;
 
-        // Keys past S' (padding of the last block) read the last key and are hidden.
+        // Keys past S' (padding of the last block) read the last key, or the
+        // transposed input's padding, and are hidden.
+        if (keys_transposed && (gpu || using_autoscheduler())) {
+            throw std::invalid_argument("sdpa: keys_transposed is for the CPU schedule only");
+        }
         Func kc("kc"), vc("vc");
         Expr jc = clamp(v_.j, 0, keys - 1);
-        kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, jc, v_.n);
+        if (keys_transposed) {
+            kc(v_.d, v_.h, v_.j, v_.n) = k(v_.j, v_.d, v_.h, v_.n);
+        } else {
+            kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, jc, v_.n);
+        }
         vc(v_.d, v_.h, v_.j, v_.n) = v(v_.d, v_.h, jc, v_.n);
         sc = define_masked_score(v_, q, kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
                                  causal, scale, has_masks);
@@ -93,6 +106,7 @@ public:
         out(v_.d, v_.h, v_.i, v_.n) = select(lf > 0.0f, state(v_.d, v_.i, v_.h, v_.n)[2] / lf, 0.0f);
 
         set_score_input_estimates(*this);
+        if (keys_transposed) k.set_estimates({{0, 512}, {0, 64}, {0, 8}, {0, 4}});
         v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
         out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
 
@@ -108,7 +122,7 @@ public:
         const Target t = get_target();
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       schedules::cpu::register_tile_rows(t)};
+                                       schedules::cpu::register_tile_rows(t), keys_transposed};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm);
     }
 

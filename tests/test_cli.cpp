@@ -212,10 +212,12 @@ Problem make_problem(uint32_t seed, bool batch_first, bool separate_kv = false) 
 }
 
 // What `hmha run` must produce: the same Options the CLI builds, forward in-process.
-hmha::ForwardResult in_process(const Problem &p, bool batch_first, bool add_zero_attn, const hmha::ForwardOptions &fo) {
+hmha::ForwardResult in_process(const Problem &p, bool batch_first, bool add_zero_attn, const hmha::ForwardOptions &fo,
+                               hmha::Scratch scratch = hmha::Scratch::Auto) {
     hmha::Options opt = hmha::Options::from_state_dict(p.weights, p.H);
     opt.batch_first = batch_first;
     opt.add_zero_attn = add_zero_attn;
+    opt.scratch = scratch;
     hmha::MultiheadAttention mha(opt, p.weights);
     return mha.forward(p.inputs.at("query"), p.inputs.at("key"), p.inputs.at("value"), fo);
 }
@@ -536,6 +538,15 @@ TEST_CASE("cli: need_weights=false writes no weights, and per-head weights have 
     fo.need_weights = false;
     CHECK(same_bits(out.at("attn_output"), in_process(p, false, false, fo).attn_output));
 
+    // --scratch reaches Options::scratch (the verbose line names the policy).
+    args.insert(args.end(), {"--scratch", "per-head", "--verbose"});
+    r = run_cli(dir, args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("scratch=per-head") != std::string::npos);
+    out = hmha::safetensors::load(dir.file("out.safetensors"));
+    CHECK(same_bits(out.at("attn_output"), in_process(p, false, false, fo, hmha::Scratch::PerHead).attn_output));
+
     args = run_args(dir);
     args.insert(args.end(), {"--average-attn-weights=false", "--need-weights=true"});
     r = run_cli(dir, args);
@@ -569,6 +580,7 @@ TEST_CASE("cli: kdim/vdim, bias_kv, zero_attn, masks and is_causal go through un
                                      "--average-attn-weights=false",
                                      "--device",
                                      "cpu",
+                                     "--scratch=per-head",
                                      "--dropout=0.1"};
     CliResult r = run_cli(dir, args);
     INFO(joined(args) << "\nstderr: " << r.err);
@@ -734,6 +746,7 @@ TEST_CASE("cli: every error is one stderr line naming the argument, and writes n
         {with({"--batch-first="}), "--batch-first"},
         {with({"--is-causal=1"}), "--is-causal"},
         {with({"--device", "tpu"}), "--device"},
+        {with({"--scratch", "small"}), "--scratch"},
         {with({"--dropout", "abc"}), "--dropout"},
         {with({"--dropout=1.5"}), "--dropout"},
         {plus(without("--output"), {"--output="}), "--output"},

@@ -75,6 +75,8 @@ options (booleans take --x, --x=true or --x=false; defaults in brackets):
   --average-attn-weights      average the weights over the heads         [true]
   --is-causal                 key j is hidden from query i when j > i    [false]
   --device cpu|cuda|opencl    where the kernels run                      [cpu]
+  --scratch auto|sequence|per-head
+                              memory policy without weights (hmha.h)     [auto]
   --dropout P                 accepted for compatibility, no effect      [0]
   --verbose                   print the shapes and the forward time
   -h, --help                  print this help
@@ -293,7 +295,7 @@ int cmd_run(const std::vector<std::string> &args) {
     }
     OptionSpec spec{
         "run",
-        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--dropout"},
+        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--scratch", "--dropout"},
         {"--batch-first", "--add-zero-attn", "--need-weights", "--average-attn-weights", "--is-causal", "--verbose"}};
     Parsed p = parse_options(args, spec);
     reject_positionals(p, "run");
@@ -311,6 +313,15 @@ int cmd_run(const std::vector<std::string> &args) {
             device = hmha::parse_device(d);
         } catch (const hmha::Error &) {
             throw UsageError("--device: expected one of cpu, cuda, opencl, got '" + d + "'");
+        }
+    }
+    hmha::Scratch scratch = hmha::Scratch::Auto;
+    if (p.values.count("--scratch")) {
+        const std::string &v = p.values.at("--scratch");
+        try {
+            scratch = hmha::parse_scratch(v);
+        } catch (const hmha::Error &) {
+            throw UsageError("--scratch: expected one of auto, sequence, per-head, got '" + v + "'");
         }
     }
     double dropout = 0.0;
@@ -368,6 +379,7 @@ int cmd_run(const std::vector<std::string> &args) {
     opt.batch_first = flag(p, "--batch-first", false);
     opt.add_zero_attn = flag(p, "--add-zero-attn", false);
     opt.device = device;
+    opt.scratch = scratch;
     opt.dropout = dropout;
     hmha::MultiheadAttention mha(opt, weights);
 
@@ -395,7 +407,8 @@ int cmd_run(const std::vector<std::string> &args) {
                   << " head_dim=" << mha.head_dim() << " kdim=" << (opt.kdim ? opt.kdim : opt.embed_dim)
                   << " vdim=" << (opt.vdim ? opt.vdim : opt.embed_dim) << " bias=" << bool_text(opt.bias)
                   << " add_bias_kv=" << bool_text(opt.add_bias_kv) << " add_zero_attn=" << bool_text(opt.add_zero_attn)
-                  << " batch_first=" << bool_text(opt.batch_first) << " device=" << hmha::to_string(opt.device) << "\n";
+                  << " batch_first=" << bool_text(opt.batch_first) << " device=" << hmha::to_string(opt.device)
+                  << " scratch=" << hmha::to_string(opt.scratch) << "\n";
         std::cout << "forward: need_weights=" << bool_text(fwd.need_weights)
                   << " average_attn_weights=" << bool_text(fwd.average_attn_weights)
                   << " is_causal=" << bool_text(fwd.is_causal) << "\n";

@@ -88,7 +88,9 @@ const KernelSet &kernels_for(Device device) {
                                nullptr,
                                hmha_sdpa_short_cpu,
                                HMHA_SDPA_KEY_BLOCK,
-                               HMHA_SDPA_SHORT_KEY_BLOCK};
+                               HMHA_SDPA_SHORT_KEY_BLOCK,
+                               hmha_sdpa_kt_cpu,
+                               HMHA_SDPA_KT_KEY_BLOCK};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {

@@ -21,6 +21,7 @@
 #include "hmha_linear_cpu.h"
 #include "hmha_masked_softmax_cpu.h"
 #include "hmha_sdpa_cpu.h"
+#include "hmha_sdpa_kt_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
@@ -29,6 +30,9 @@
 #endif
 #ifndef HMHA_SDPA_SHORT_KEY_BLOCK
 #define HMHA_SDPA_SHORT_KEY_BLOCK 128
+#endif
+#ifndef HMHA_SDPA_KT_KEY_BLOCK
+#define HMHA_SDPA_KT_KEY_BLOCK 256
 #endif
 
 namespace hmha {
@@ -50,6 +54,10 @@ struct KernelSet {
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
     // The sdpa to call for `keys` keys (sdpa_classes.h).
     decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
+    // The CPU's sdpa reading K^T (keys_transposed), for Scratch::PerHead: its k
+    // must hold the keys rounded up to whole blocks of sdpa_kt_key_block.
+    decltype(&hmha_sdpa_cpu) sdpa_kt = nullptr;
+    int sdpa_kt_key_block = 0;
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it

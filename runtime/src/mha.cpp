@@ -12,6 +12,7 @@
 #include "HalideBuffer.h"
 #include "hmha/hmha.h"
 #include "kernels.h"
+#include "sdpa_classes.h"
 
 namespace hmha {
 
@@ -465,60 +466,72 @@ struct PerHeadCall {
 // head's attention then overwrites its Q in place (the CPU sdpa reads a query
 // block's q only while computing that block, and writes its out after), and
 // the output projection runs in place through a copy of one row block. K and V
-// exist for `group` heads at a time: one head, or enough narrow heads to fill
-// the projection's 64-wide column tiles.
+// exist for `group` heads at a time (one head, or enough narrow heads to fill
+// the projection's 64-wide column tiles): V as rows, K transposed for sdpa_kt,
+// projected a block of keys at a time and transposed here, so that K is never
+// held twice (as rows and as a kernel's transposed copy).
 template <typename RunSdpa>
 void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &key, const Tensor &value,
                      HBuf &out_rows, RunSdpa &&run_sdpa) {
     const Geometry &g = c.g;
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
     const int64_t group = std::min(H, (64 + D - 1) / D);
-    const int64_t row_block = std::min(L * N, std::max<int64_t>(64, (int64_t(64) << 10) / E));  // 256 KiB
-    WorkspaceLease ws(c.workspaces, {Sk * group * D, Sk * group * D, row_block * E});
+    // Row blocks of 128 KiB, at least 64 rows (the projection's row tile).
+    const int64_t row_block = std::min(L * N, std::max<int64_t>(64, (int64_t(32) << 10) / E));
+    const int64_t key_rows = std::max<int64_t>(64, (int64_t(32) << 10) / (group * D));
+    // K^T rows: whole key blocks of sdpa_kt, plus 16 floats so that a tile's
+    // head_dim rows do not sit a power of two apart (one L1 set).
+    const int64_t kt_keys = padded_keys(Sk, c.ks.sdpa_kt_key_block), kt_stride = kt_keys + 16;
+    WorkspaceLease ws(c.workspaces, {group * D * kt_stride, Sk * group * D,
+                                     std::max(row_block * E, key_rows * group * D)});
+    float *kt = ws[0], *vrows = ws[1], *tmp = ws[2];
     {
         HBuf x = view(query.f32(), {{E, 1}, {L * N, E}});
         project(c.ks, c.q, x, out_rows);
     }
     HBuf heads = view(out_rows.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}});
-    struct Side {
-        Projection &p;
-        const Tensor &x;
-        int64_t dim;
-        const std::vector<float> &bias;
-        float *rows;
-    };
-    const Side sides[] = {{c.k, key, c.opt.kdim, c.bias_k, ws[0]}, {c.v, value, c.opt.vdim, c.bias_v, ws[1]}};
+    const int64_t kdim = c.opt.kdim, vdim = c.opt.vdim;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t h0 = 0; h0 < H; h0 += group) {
             const int64_t heads_now = std::min(group, H - h0), width = heads_now * D;
-            // K and V of these heads as dense (S', width) rows, appended rows last.
-            for (const Side &side : sides) {
-                HBuf x = view(side.x.f32() + n * g.kv_batch * side.dim, {{side.dim, 1}, {S, g.kv_pos * side.dim}});
-                HBuf y = view(side.rows, {{width, 1}, {S, width}});
-                project_columns(c.ks, side.p, h0 * D, x, y);
-                for (int64_t s = S; s < Sk; s++) {
-                    float *row = side.rows + s * width;
-                    if (c.opt.add_bias_kv && s == S) {
-                        std::memcpy(row, side.bias.data() + h0 * D, (size_t)width * sizeof(float));
-                    } else {
-                        std::fill(row, row + width, 0.0f);
-                    }
+            // K^T (width rows of kt_stride): blocks of keys projected into tmp, then transposed.
+            for (int64_t s0 = 0; s0 < S; s0 += key_rows) {
+                const int64_t rows = std::min(key_rows, S - s0);
+                HBuf x = view(key.f32() + (n * g.kv_batch + s0 * g.kv_pos) * kdim,
+                              {{kdim, 1}, {rows, g.kv_pos * kdim}});
+                HBuf y = view(tmp, {{width, 1}, {rows, width}});
+                project_columns(c.ks, c.k, h0 * D, x, y);
+                for (int64_t col = 0; col < width; col++) {
+                    float *dst = kt + col * kt_stride + s0;
+                    for (int64_t r = 0; r < rows; r++) dst[r] = tmp[r * width + col];
                 }
             }
-            HBuf kv = view(ws[0], {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
-            HBuf vv = view(ws[1], {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
-            for (HBuf *b : {&kv, &vv}) {
-                b->translate(1, (int)h0);
-                b->translate(3, (int)n);
+            HBuf vx = view(value.f32() + n * g.kv_batch * vdim, {{vdim, 1}, {S, g.kv_pos * vdim}});
+            HBuf vy = view(vrows, {{width, 1}, {S, width}});
+            project_columns(c.ks, c.v, h0 * D, vx, vy);
+            // The appended keys (bias_kv, then zero_attn's zeros), and K^T's
+            // padding keys: read by the last block and hidden, zeros not garbage.
+            for (int64_t s = S; s < kt_keys; s++) {
+                const bool bias_row = c.opt.add_bias_kv && s == S;
+                for (int64_t col = 0; col < width; col++) {
+                    kt[col * kt_stride + s] = bias_row ? c.bias_k[(size_t)(h0 * D + col)] : 0.0f;
+                    if (s < Sk) vrows[s * width + col] = bias_row ? c.bias_v[(size_t)(h0 * D + col)] : 0.0f;
+                }
             }
+            HBuf ktv = view(kt, {{kt_keys, 1}, {D, kt_stride}, {heads_now, D * kt_stride}, {1, 0}});
+            HBuf vv = view(vrows, {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
+            ktv.translate(2, (int)h0);
+            ktv.translate(3, (int)n);
+            vv.translate(1, (int)h0);
+            vv.translate(3, (int)n);
             HBuf qv = heads.cropped(1, (int)h0, (int)heads_now).cropped(3, (int)n, 1);
-            run_sdpa(qv, kv, vv, qv);
+            run_sdpa(qv, ktv, vv, qv, true);
         }
     }
     for (int64_t r0 = 0; r0 < L * N; r0 += row_block) {
         const int64_t rows = std::min(row_block, L * N - r0);
-        std::memcpy(ws[2], out_rows.data() + r0 * E, (size_t)(rows * E) * sizeof(float));
-        HBuf x = view(ws[2], {{E, 1}, {rows, E}});
+        std::memcpy(tmp, out_rows.data() + r0 * E, (size_t)(rows * E) * sizeof(float));
+        HBuf x = view(tmp, {{E, 1}, {rows, E}});
         x.translate(1, (int)r0);
         HBuf y = out_rows.cropped(1, (int)r0, (int)rows);
         project(c.ks, c.o, x, y);
@@ -621,20 +634,24 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // runs on a cropped K/V and the hidden upper-right blocks are never
     // computed. Crops keep absolute coordinates (Halide buffer mins), so the
     // kernel's causal test and mask indexing are unchanged.
-    auto run_sdpa = [&](HBuf &qv, HBuf &kv, HBuf &vv, HBuf &out) {
+    // K^T (keys_transposed, sdpa_kt) is cropped to whole key blocks.
+    auto run_sdpa = [&](HBuf &qv, HBuf &kv, HBuf &vv, HBuf &out, bool keys_transposed) {
         const bool skip = f.is_causal && g.extra == 0;
         const int64_t chunk = skip ? kCausalQueryChunk : L;
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
             const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
-            auto kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-            check_status("sdpa", ks.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+            auto kc = keys_transposed ? kv.cropped(0, 0, (int)padded_keys(keys, ks.sdpa_kt_key_block))
+                                      : kv.cropped(2, 0, (int)keys);
+            auto vc = vv.cropped(2, 0, (int)keys);
+            auto sdpa = keys_transposed ? ks.sdpa_kt : ks.sdpa_for(keys);
+            check_status("sdpa", sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                          am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
                                          scale, oc.raw_buffer()));
         }
     };
-    if (!f.need_weights && !ks.device && Sk > 0 && use_per_head(o.scratch, L, Sk, N, E)) {
+    if (!f.need_weights && ks.sdpa_kt && Sk > 0 && use_per_head(o.scratch, L, Sk, N, E)) {
         HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
         attend_per_head(PerHeadCall{ks, *m.workspaces, m.q, m.k, m.v, m.o, m.bias_k, m.bias_v, g, o}, query, key,
                         value, out_rows, run_sdpa);
@@ -728,7 +745,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         std::fill(attn, attn + L * N * E, 0.0f);
         attn_rows = dv.input(std::move(attn_rows));
     } else if (fused) {
-        run_sdpa(qv, kv, vv, av);
+        run_sdpa(qv, kv, vv, av, false);
     } else {
         // Query chunks, so that the per-head weights a chunk writes are still in
         // cache when attend (and head_mean) read them back; when averaging they

@@ -1,9 +1,13 @@
-// CPU schedule for the fused SDPA. Parallel over batch and head (nested, not
-// fused: fusing would blur bounds inference of the masks); keys are transposed
-// once per head; then for each query block the online-softmax scan walks key
-// blocks, and every per-block Func (scores, exponentials, block sums, P.V)
-// lives in a key_block x query_block scratch computed at the scan's step, so
-// memory is O(S' x D + key_block x query_block) per thread whatever L is.
+// CPU schedule for the fused SDPA. Parallel over batch, head and query block
+// (nested, not fused: fusing would blur bounds inference of the masks); keys
+// are transposed once per head (unless they arrive transposed); then for each
+// query block the online-softmax scan walks key blocks, and every per-block
+// Func (scores, exponentials, block sums, P.V) lives in a key_block x
+// query_block scratch computed at the scan's step, so memory is
+// O(S' x D + key_block x query_block) per thread whatever L is. A query block's
+// q is read only while its state is computed, before its out is written (the
+// runtime's Scratch::PerHead passes one buffer as both): keep i's tail
+// GuardWithIf, as ShiftInwards would recompute rows already written.
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
 // 2 vectors x 4 queries (Q.K^T) and 2 vectors x tile_rows queries (P.V, 8
 // with 32 vector registers): a wrapper Func owns the block, the reduction Func is
@@ -19,6 +23,7 @@ namespace hmha_gen::schedules::cpu {
 struct SdpaParams {
     int key_block, query_block, vector_width;
     int tile_rows;  // queries per P.V register tile (register_tile_rows)
+    bool keys_transposed = false;  // K^T is the input: no per-head transpose
 };
 
 struct SdpaFuncs {
@@ -41,8 +46,10 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
         .parallel(io)
         .vectorize(v.d, vw, guard);
 
-    f.sc.kt.compute_at(f.out, v.h);
-    schedule_key_transpose(f.sc.kt, v, vw);
+    if (!prm.keys_transposed) {
+        f.sc.kt.compute_at(f.out, v.h);
+        schedule_key_transpose(f.sc.kt, v, vw);
+    }
 
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
     f.state.update().reorder(v.d, v.i, rb, v.h, v.n).vectorize(v.d, vw, guard);
