@@ -358,36 +358,45 @@ TEST_CASE("reference: S much larger than L and L much larger than S", "[referenc
 
 // The CPU family builds the fused sdpa twice (shape classes, CMakeLists.txt):
 // long key sequences use key blocks of HMHA_SDPA_KEY_BLOCK, short ones of
-// HMHA_SDPA_SHORT_KEY_BLOCK, whichever pads the keys least. Key counts at and
-// around both blocks' multiples run each variant, full and partial last blocks,
-// with masks, causal and appended keys (S' = S + 1, 2), need_weights=false.
+// HMHA_SDPA_SHORT_KEY_BLOCK, whichever pads the keys least; Scratch::PerHead
+// calls the same two classes built to read K^T (HMHA_SDPA_KT_*). Key counts at
+// and around both blocks' multiples run each variant of both builds, full and
+// partial last blocks, with masks, causal and appended keys (S' = S + 1, 2),
+// need_weights=false.
 TEST_CASE("reference: fused sdpa at key counts around both shape classes' key blocks", "[reference]") {
-    const int64_t kb = HMHA_SDPA_KEY_BLOCK, kb_short = HMHA_SDPA_SHORT_KEY_BLOCK;
-    std::vector<int64_t> key_counts{1, kb_short - 1, kb_short, kb_short + 1, kb - 1, kb, kb + 1, 2 * kb + 3};
-    int short_runs = 0, long_runs = 0;
-    uint32_t seed = 8800;
-    for (int64_t S : key_counts)
-        for (int variant = 0; variant < 3; variant++) {
-            Case c;
-            c.E = 32;
-            c.H = 2;
-            c.L = variant == 2 ? 5 : 33;
-            c.S = S;
-            c.N = 2;
-            c.weights = Weights::None;
-            c.mask = variant == 0 ? MaskKind::None : MaskKind::Bool3D;
-            c.pad = variant == 1 ? PadKind::Float : PadKind::None;
-            c.causal = variant == 1;
-            c.add_bias_kv = variant == 2;
-            c.add_zero_attn = variant == 2;
-            c.hide_p = 0.1;
-            const int64_t keys = S + (c.add_bias_kv ? 1 : 0) + (c.add_zero_attn ? 1 : 0);
-            (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
-            run_case(c, seed++);
-        }
-    // Both variants ran, so neither can be wrong unnoticed.
-    CHECK(short_runs > 0);
-    CHECK(long_runs > 0);
+    for (hmha::Scratch scratch : {hmha::Scratch::Sequence, hmha::Scratch::PerHead}) {
+        const bool kt = scratch == hmha::Scratch::PerHead;
+        const int64_t kb = kt ? HMHA_SDPA_KT_KEY_BLOCK : HMHA_SDPA_KEY_BLOCK;
+        const int64_t kb_short = kt ? HMHA_SDPA_KT_SHORT_KEY_BLOCK : HMHA_SDPA_SHORT_KEY_BLOCK;
+        std::vector<int64_t> key_counts{1, kb_short - 1, kb_short, kb_short + 1, kb - 1, kb, kb + 1, 2 * kb + 3};
+        int short_runs = 0, long_runs = 0;
+        uint32_t seed = kt ? 8900 : 8800;
+        for (int64_t S : key_counts)
+            for (int variant = 0; variant < 3; variant++) {
+                Case c;
+                c.E = 32;
+                c.H = 2;
+                c.L = variant == 2 ? 5 : 33;
+                c.S = S;
+                c.N = 2;
+                c.weights = Weights::None;
+                c.mask = variant == 0 ? MaskKind::None : MaskKind::Bool3D;
+                c.pad = variant == 1 ? PadKind::Float : PadKind::None;
+                c.causal = variant == 1;
+                c.add_bias_kv = variant == 2;
+                c.add_zero_attn = variant == 2;
+                c.hide_p = 0.1;
+                c.scratch = scratch;
+                if (c.causal) c.L = S + 3;  // every key visible to some query: one call with all S keys
+                const int64_t keys = S + (c.add_bias_kv ? 1 : 0) + (c.add_zero_attn ? 1 : 0);
+                (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
+                run_case(c, seed++);
+            }
+        // Both variants ran, so neither can be wrong unnoticed.
+        INFO("scratch=" << hmha::to_string(scratch));
+        CHECK(short_runs > 0);
+        CHECK(long_runs > 0);
+    }
 }
 
 TEST_CASE("reference: large configurations (E up to 1024 and L or S up to 700)", "[reference][large]") {

@@ -2,6 +2,7 @@
 
 #include "sdpa_classes.h"
 
+#include <algorithm>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -90,7 +91,9 @@ const KernelSet &kernels_for(Device device) {
                                HMHA_SDPA_KEY_BLOCK,
                                HMHA_SDPA_SHORT_KEY_BLOCK,
                                hmha_sdpa_kt_cpu,
-                               HMHA_SDPA_KT_KEY_BLOCK};
+                               hmha_sdpa_kt_short_cpu,
+                               HMHA_SDPA_KT_KEY_BLOCK,
+                               HMHA_SDPA_KT_SHORT_KEY_BLOCK};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -118,6 +121,17 @@ const KernelSet &kernels_for(Device device) {
 decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys) const {
     if (sdpa_short == nullptr) return sdpa;
     return use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short : sdpa;
+}
+
+KernelSet::KtClass KernelSet::kt_for(int64_t keys) const {
+    if (use_short_key_block(keys, sdpa_kt_key_block, sdpa_kt_short_key_block)) {
+        return {sdpa_kt_short, padded_keys(keys, sdpa_kt_short_key_block)};
+    }
+    return {sdpa_kt, padded_keys(keys, sdpa_kt_key_block)};
+}
+
+int64_t KernelSet::kt_padded_keys(int64_t keys) const {
+    return std::max(padded_keys(keys, sdpa_kt_key_block), padded_keys(keys, sdpa_kt_short_key_block));
 }
 
 void check_status(const char *kernel, int status) {

@@ -22,6 +22,7 @@
 #include "hmha_masked_softmax_cpu.h"
 #include "hmha_sdpa_cpu.h"
 #include "hmha_sdpa_kt_cpu.h"
+#include "hmha_sdpa_kt_short_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
@@ -33,6 +34,9 @@
 #endif
 #ifndef HMHA_SDPA_KT_KEY_BLOCK
 #define HMHA_SDPA_KT_KEY_BLOCK 256
+#endif
+#ifndef HMHA_SDPA_KT_SHORT_KEY_BLOCK
+#define HMHA_SDPA_KT_SHORT_KEY_BLOCK 128
 #endif
 
 namespace hmha {
@@ -54,10 +58,17 @@ struct KernelSet {
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
     // The sdpa to call for `keys` keys (sdpa_classes.h).
     decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
-    // The CPU's sdpa reading K^T (keys_transposed), for Scratch::PerHead: its k
-    // must hold the keys rounded up to whole blocks of sdpa_kt_key_block.
-    decltype(&hmha_sdpa_cpu) sdpa_kt = nullptr;
-    int sdpa_kt_key_block = 0;
+    // The CPU's sdpa classes reading K^T (keys_transposed), for
+    // Scratch::PerHead: k must hold the keys rounded up to whole key blocks of
+    // the class called (kt_for), at most kt_padded_keys(keys) of them.
+    decltype(&hmha_sdpa_cpu) sdpa_kt = nullptr, sdpa_kt_short = nullptr;
+    int sdpa_kt_key_block = 0, sdpa_kt_short_key_block = 0;
+    struct KtClass {
+        decltype(&hmha_sdpa_cpu) sdpa;
+        int64_t padded_keys;
+    };
+    KtClass kt_for(int64_t keys) const;
+    int64_t kt_padded_keys(int64_t keys) const;
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it

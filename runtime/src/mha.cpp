@@ -479,9 +479,10 @@ void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &ke
     // Row blocks of 128 KiB, at least 64 rows (the projection's row tile).
     const int64_t row_block = std::min(L * N, std::max<int64_t>(64, (int64_t(32) << 10) / E));
     const int64_t key_rows = std::max<int64_t>(64, (int64_t(32) << 10) / (group * D));
-    // K^T rows: whole key blocks of sdpa_kt, plus 16 floats so that a tile's
-    // head_dim rows do not sit a power of two apart (one L1 set).
-    const int64_t kt_keys = padded_keys(Sk, c.ks.sdpa_kt_key_block), kt_stride = kt_keys + 16;
+    // K^T rows: whole key blocks of either sdpa_kt class (causal chunks may
+    // call either), plus 16 floats so that a tile's head_dim rows do not sit a
+    // power of two apart (one L1 set).
+    const int64_t kt_keys = c.ks.kt_padded_keys(Sk), kt_stride = kt_keys + 16;
     WorkspaceLease ws(c.workspaces, {group * D * kt_stride, Sk * group * D,
                                      std::max(row_block * E, key_rows * group * D)});
     float *kt = ws[0], *vrows = ws[1], *tmp = ws[2];
@@ -634,7 +635,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // runs on a cropped K/V and the hidden upper-right blocks are never
     // computed. Crops keep absolute coordinates (Halide buffer mins), so the
     // kernel's causal test and mask indexing are unchanged.
-    // K^T (keys_transposed, sdpa_kt) is cropped to whole key blocks.
+    // K^T (keys_transposed, sdpa_kt classes) is cropped to whole key blocks.
     auto run_sdpa = [&](HBuf &qv, HBuf &kv, HBuf &vv, HBuf &out, bool keys_transposed) {
         const bool skip = f.is_causal && g.extra == 0;
         const int64_t chunk = skip ? kCausalQueryChunk : L;
@@ -642,10 +643,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             const int64_t rows = std::min(chunk, L - i0);
             const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
-            auto kc = keys_transposed ? kv.cropped(0, 0, (int)padded_keys(keys, ks.sdpa_kt_key_block))
-                                      : kv.cropped(2, 0, (int)keys);
+            const KernelSet::KtClass kt = keys_transposed ? ks.kt_for(keys) : KernelSet::KtClass{ks.sdpa_for(keys), 0};
+            auto kc = keys_transposed ? kv.cropped(0, 0, (int)kt.padded_keys) : kv.cropped(2, 0, (int)keys);
             auto vc = vv.cropped(2, 0, (int)keys);
-            auto sdpa = keys_transposed ? ks.sdpa_kt : ks.sdpa_for(keys);
+            auto sdpa = kt.sdpa;
             check_status("sdpa", sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                          am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
                                          scale, oc.raw_buffer()));

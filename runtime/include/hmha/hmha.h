@@ -112,7 +112,7 @@ enum class Scratch {
     // near inputs + outputs + weights however long the sequences are.
     PerHead,
 };
-constexpr int64_t kPerHeadMinLength = 256;
+constexpr int64_t kPerHeadMinLength = 512;
 constexpr int64_t kPerHeadAboveBytes = int64_t(64) << 20;
 const char *to_string(Scratch s);
 // "auto", "sequence", "per-head"; throws Error for anything else.
