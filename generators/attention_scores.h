@@ -27,6 +27,22 @@ struct AttentionScore {
     RDom rd;              // over head_dim, the reduction of dot
 };
 
+// Hidden keys score -inf, but Halide compiles float math with LLVM's no-NaNs and
+// no-infinities flags, under which LLVM may fold a comparison with an infinity
+// to a constant: `m == -inf` became false on AArch64, so a row or key block
+// whose keys were all hidden subtracted -inf from -inf and gave NaN (the test
+// "reference: key blocks and rows whose keys are all hidden" covers it). Every
+// test of a value against -inf, and the arithmetic that must see such a value,
+// goes through strict_float.
+inline Expr is_minus_inf(const Expr &x) {
+    return strict_float(x == Expr(-std::numeric_limits<float>::infinity()));
+}
+
+// The max to subtract before exp: 0 when every score is -inf (nothing to scale).
+inline Expr max_or_zero(const Expr &m) {
+    return strict_float(select(m == Expr(-std::numeric_limits<float>::infinity()), 0.0f, m));
+}
+
 // Defines score(j, i, h, n) for keys j in [0, S'), queries i in [0, L).
 inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, const Func &k, Expr head_dim,
                                           const Func &attn_mask, const Func &attn_mask_bool,

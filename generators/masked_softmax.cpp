@@ -40,12 +40,12 @@ public:
         row_max(v_.i, v_.h, v_.n) = -inf;
         row_max(v_.i, v_.h, v_.n) = max(row_max(v_.i, v_.h, v_.n), sc.score(rj, v_.i, v_.h, v_.n));
         Expr m = row_max(v_.i, v_.h, v_.n);
-        Expr m_safe = select(m == -inf, 0.0f, m);
+        Expr m_safe = max_or_zero(m);
         e(v_.j, v_.i, v_.h, v_.n) = exp(sc.score(v_.j, v_.i, v_.h, v_.n) - m_safe);
         row_sum(v_.i, v_.h, v_.n) = 0.0f;
         row_sum(v_.i, v_.h, v_.n) += e(rj, v_.i, v_.h, v_.n);
-        // A division per element: one reciprocal per row, multiplied in, gave NaN
-        // for hidden keys on AArch64 (NEON) in CI and was within noise on x86.
+        // A division per element (a reciprocal per row was within noise on x86;
+        // it once gave NaN on AArch64, from the -inf fold that max_or_zero avoids).
         Expr den = row_sum(v_.i, v_.h, v_.n);
         weights(v_.j, v_.i, v_.h, v_.n) = select(den > 0.0f, e(v_.j, v_.i, v_.h, v_.n) / den, 0.0f);
 

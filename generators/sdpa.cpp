@@ -74,7 +74,7 @@ public:
         block_max(kb, v_.i, v_.h, v_.n) = -inf;
         block_max(kb, v_.i, v_.h, v_.n) = max(block_max(kb, v_.i, v_.h, v_.n), score(j_of + rj, v_.i, v_.h, v_.n));
         Expr bm = block_max(kb, v_.i, v_.h, v_.n);
-        Expr bm_safe = select(bm == -inf, 0.0f, bm);
+        Expr bm_safe = max_or_zero(bm);
         p(jj, kb, v_.i, v_.h, v_.n) = exp(score(j_of + jj, v_.i, v_.h, v_.n) - bm_safe);
         block_sum(kb, v_.i, v_.h, v_.n) = 0.0f;
         block_sum(kb, v_.i, v_.h, v_.n) += p(rj, kb, v_.i, v_.h, v_.n);
@@ -95,10 +95,11 @@ public:
         Expr m_new = max(m, bmr);
         // One of the two rescale factors is 1 (whichever max wins), so one exp
         // per element and block suffices. Both -inf: nothing seen yet, nothing added.
-        Expr none = m_new == -inf;
-        Expr shrink = select(none, 0.0f, exp(-abs(m - bmr)));
-        Expr alpha = select(none, 0.0f, m >= bmr, 1.0f, shrink);
-        Expr beta = select(none, 0.0f, m >= bmr, shrink, 1.0f);
+        // Strict (attention_scores.h): m and bmr may be -inf here.
+        Expr none = is_minus_inf(m_new);
+        Expr shrink = strict_float(select(none, 0.0f, exp(-abs(m - bmr))));
+        Expr alpha = strict_float(select(none, 0.0f, m >= bmr, 1.0f, shrink));
+        Expr beta = strict_float(select(none, 0.0f, m >= bmr, shrink, 1.0f));
         state(v_.d, v_.i, v_.h, v_.n) = Tuple(m_new, l * alpha + block_sum(rb, v_.i, v_.h, v_.n) * beta,
                                              acc * alpha + block_pv(v_.d, rb, v_.i, v_.h, v_.n) * beta);
 

@@ -488,3 +488,51 @@ TEST_CASE("reference: Options::from_state_dict reads embed_dim kdim vdim bias an
         CHECK(got.add_bias_kv == o.add_bias_kv);
     }
 }
+
+// A key block whose keys are all hidden (the last block holding one or two real
+// keys, hidden for every query; or the whole first block hidden), and rows with
+// every key hidden, for both sdpa shape classes of both builds and the
+// need_weights path. Hidden keys score -inf; Halide's fast-math flags once let
+// LLVM fold `max == -inf` to false on AArch64, and such blocks came out NaN
+// (generators/attention_scores.h, max_or_zero).
+TEST_CASE("reference: key blocks and rows whose keys are all hidden", "[reference]") {
+    const float inf = std::numeric_limits<float>::infinity();
+    uint32_t seed = 14000;
+    for (hmha::Scratch scratch : {hmha::Scratch::Sequence, hmha::Scratch::PerHead})
+        for (int64_t kb : {int64_t(HMHA_SDPA_KEY_BLOCK), int64_t(HMHA_SDPA_SHORT_KEY_BLOCK),
+                           int64_t(HMHA_SDPA_KT_KEY_BLOCK), int64_t(HMHA_SDPA_KT_SHORT_KEY_BLOCK)})
+            for (int kind = 0; kind < 4; kind++)
+                for (Weights w : {Weights::None, Weights::Averaged}) {
+                    // kind 0, 1: the last one or two keys hidden, in a last block of that many;
+                    // kind 2: the first kb keys hidden; kind 3: every key hidden for odd queries.
+                    const int64_t S = kind < 2 ? 2 * kb + 1 + kind : 2 * kb + 5, L = 6;
+                    std::mt19937 rng(seed);
+                    hmha::Options o;
+                    o.device = test_device();
+                    o.embed_dim = 16;
+                    o.num_heads = 2;
+                    o.scratch = scratch;
+                    const auto sd = random_state_dict(o, rng);
+                    hmha::Tensor q = random_tensor({L, 16}, rng), k = random_tensor({S, 16}, rng),
+                                 v = random_tensor({S, 16}, rng);
+                    std::vector<float> m((size_t)(L * S), 0.0f);
+                    for (int64_t i = 0; i < L; i++)
+                        for (int64_t j = 0; j < S; j++) {
+                            const bool hide = kind < 2 ? j >= S - 1 - kind : kind == 2 ? j < kb : i % 2 == 1;
+                            if (hide) m[(size_t)(i * S + j)] = -inf;
+                        }
+                    hmha::ForwardOptions fo;
+                    fo.need_weights = w != Weights::None;
+                    fo.attn_mask = hmha::Tensor::from_floats({L, S}, m);
+                    INFO("kb=" << kb << " kind=" << kind << " S=" << S << " need_weights=" << name(w)
+                               << " scratch=" << hmha::to_string(scratch) << " seed=" << seed);
+                    seed++;
+                    const RefResult ref = reference_forward(o, sd, q, k, v, fo);
+                    hmha::MultiheadAttention mha(o, sd);
+                    const hmha::ForwardResult got = mha.forward(q, k, v, fo);
+                    CHECK(compare_to_reference(got.attn_output, ref.out_shape, ref.out) == "");
+                    if (ref.has_weights) {
+                        CHECK(compare_to_reference(*got.attn_output_weights, ref.w_shape, ref.weights) == "");
+                    }
+                }
+}
