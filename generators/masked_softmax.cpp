@@ -40,7 +40,7 @@ public:
         row_max(v_.i, v_.h, v_.n) = -inf;
         row_max(v_.i, v_.h, v_.n) = max(row_max(v_.i, v_.h, v_.n), sc.score(rj, v_.i, v_.h, v_.n));
         Expr m = row_max(v_.i, v_.h, v_.n);
-        Expr m_safe = max_or_zero(m);
+        Expr m_safe = max_or_zero(m, strict_inf_math(get_target()));
         e(v_.j, v_.i, v_.h, v_.n) = exp(sc.score(v_.j, v_.i, v_.h, v_.n) - m_safe);
         row_sum(v_.i, v_.h, v_.n) = 0.0f;
         row_sum(v_.i, v_.h, v_.n) += e(rj, v_.i, v_.h, v_.n);

@@ -74,7 +74,8 @@ public:
         block_max(kb, v_.i, v_.h, v_.n) = -inf;
         block_max(kb, v_.i, v_.h, v_.n) = max(block_max(kb, v_.i, v_.h, v_.n), score(j_of + rj, v_.i, v_.h, v_.n));
         Expr bm = block_max(kb, v_.i, v_.h, v_.n);
-        Expr bm_safe = max_or_zero(bm);
+        const bool strict = strict_inf_math(get_target());
+        Expr bm_safe = max_or_zero(bm, strict);
         p(jj, kb, v_.i, v_.h, v_.n) = exp(score(j_of + jj, v_.i, v_.h, v_.n) - bm_safe);
         block_sum(kb, v_.i, v_.h, v_.n) = 0.0f;
         block_sum(kb, v_.i, v_.h, v_.n) += p(rj, kb, v_.i, v_.h, v_.n);
@@ -95,13 +96,14 @@ public:
         Expr m_new = max(m, bmr);
         // One of the two rescale factors is 1 (whichever max wins), so one exp
         // per element and block suffices. Both -inf: nothing seen yet, nothing added.
-        // Strict (attention_scores.h): m and bmr may be -inf here.
+        // m and bmr may be -inf: see inf_safe (attention_scores.h).
         Expr none = is_minus_inf(m_new);
-        Expr shrink = strict_float(select(none, 0.0f, exp(-abs(m - bmr))));
-        Expr alpha = strict_float(select(none, 0.0f, m >= bmr, 1.0f, shrink));
-        Expr beta = strict_float(select(none, 0.0f, m >= bmr, shrink, 1.0f));
-        state(v_.d, v_.i, v_.h, v_.n) = Tuple(m_new, l * alpha + block_sum(rb, v_.i, v_.h, v_.n) * beta,
-                                             acc * alpha + block_pv(v_.d, rb, v_.i, v_.h, v_.n) * beta);
+        Expr shrink = select(none, 0.0f, exp(-abs(m - bmr)));
+        Expr alpha = select(none, 0.0f, m >= bmr, 1.0f, shrink);
+        Expr beta = select(none, 0.0f, m >= bmr, shrink, 1.0f);
+        state(v_.d, v_.i, v_.h, v_.n) =
+            Tuple(inf_safe(m_new, strict), inf_safe(l * alpha + block_sum(rb, v_.i, v_.h, v_.n) * beta, strict),
+                  inf_safe(acc * alpha + block_pv(v_.d, rb, v_.i, v_.h, v_.n) * beta, strict));
 
         Expr lf = state(v_.d, v_.i, v_.h, v_.n)[1];
         out(v_.d, v_.h, v_.i, v_.n) = select(lf > 0.0f, state(v_.d, v_.i, v_.h, v_.n)[2] / lf, 0.0f);
