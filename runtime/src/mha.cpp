@@ -643,10 +643,16 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             const int64_t rows = std::min(chunk, L - i0);
             const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
-            const KernelSet::KtClass kt = keys_transposed ? ks.kt_for(keys) : KernelSet::KtClass{ks.sdpa_for(keys), 0};
-            auto kc = keys_transposed ? kv.cropped(0, 0, (int)kt.padded_keys) : kv.cropped(2, 0, (int)keys);
             auto vc = vv.cropped(2, 0, (int)keys);
-            auto sdpa = kt.sdpa;
+            auto sdpa = ks.sdpa_for(keys);
+            HBuf kc;
+            if (keys_transposed) {
+                const KernelSet::KtClass kt = ks.kt_for(keys);
+                sdpa = kt.sdpa;
+                kc = kv.cropped(0, 0, (int)kt.padded_keys);
+            } else {
+                kc = kv.cropped(2, 0, (int)keys);
+            }
             check_status("sdpa", sdpa(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                          am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks,
                                          scale, oc.raw_buffer()));
@@ -739,7 +745,6 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
     HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
     HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
-
 
     if (Sk == 0) {
         // Every row is fully hidden: weights 0 (already), attention rows 0.
