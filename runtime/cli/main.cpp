@@ -286,6 +286,20 @@ const char *bool_text(bool b) {
     return b ? "true" : "false";
 }
 
+// A choice the library parses (hmha::parse_device, parse_scratch): its error
+// ("device: expected one of cpu, cuda, opencl, got 'tpu'") names the option,
+// so the usage error only adds the dashes.
+template <typename T>
+T parse_choice(const Parsed &p, const std::string &flag, T fallback, T (*parse)(const std::string &)) {
+    auto it = p.values.find(flag);
+    if (it == p.values.end()) return fallback;
+    try {
+        return parse(it->second);
+    } catch (const hmha::Error &e) {
+        throw UsageError("--" + std::string(e.what()));
+    }
+}
+
 // ---- hmha run ---------------------------------------------------------------
 
 int cmd_run(const std::vector<std::string> &args) {
@@ -306,24 +320,8 @@ int cmd_run(const std::vector<std::string> &args) {
     const std::string inputs_path = require_value(p, "--inputs", "FILE.safetensors");
     const std::string output_path = require_value(p, "--output", "FILE.safetensors");
     const int64_t num_heads = parse_positive_int("--num-heads", require_value(p, "--num-heads", "H"));
-    hmha::Device device = hmha::Device::CPU;
-    if (p.values.count("--device")) {
-        const std::string &d = p.values.at("--device");
-        try {
-            device = hmha::parse_device(d);
-        } catch (const hmha::Error &) {
-            throw UsageError("--device: expected one of cpu, cuda, opencl, got '" + d + "'");
-        }
-    }
-    hmha::Scratch scratch = hmha::Scratch::Auto;
-    if (p.values.count("--scratch")) {
-        const std::string &v = p.values.at("--scratch");
-        try {
-            scratch = hmha::parse_scratch(v);
-        } catch (const hmha::Error &) {
-            throw UsageError("--scratch: expected one of auto, sequence, per-head, got '" + v + "'");
-        }
-    }
+    const hmha::Device device = parse_choice(p, "--device", hmha::Device::CPU, hmha::parse_device);
+    const hmha::Scratch scratch = parse_choice(p, "--scratch", hmha::Scratch::Auto, hmha::parse_scratch);
     double dropout = 0.0;
     if (p.values.count("--dropout")) {
         dropout = parse_double("--dropout", p.values.at("--dropout"), 0.0, 1.0, "a probability in [0, 1]");
