@@ -4,8 +4,9 @@
 // PyTorch returned. Each fixture is its own section, so a failure names it.
 //
 // Besides the options as stored, each fixture is also run with
-// need_weights=false (attn_output must not change: the fused path) and, when it
-// holds per-head weights, with average_attn_weights=true (their mean over heads).
+// need_weights=false (attn_output must not change: the fused path, also with
+// Scratch::PerHead) and, when it holds per-head weights, with
+// average_attn_weights=true (their mean over heads).
 #include <catch2/catch.hpp>
 
 #include "device.h"
@@ -214,6 +215,17 @@ void check_fixture(const fs::path &path) {
         hmha::ForwardOptions f = fwd;
         f.need_weights = false;
         hmha::ForwardResult r = run(f);
+        CHECK_FALSE(r.attn_output_weights.has_value());
+    }
+    {
+        INFO("need_weights=false with Scratch::PerHead (Q and the attention output in the output tensor)");
+        hmha::Options per_head = options;
+        per_head.scratch = hmha::Scratch::PerHead;
+        const hmha::MultiheadAttention mha_per_head(per_head, state_dict);
+        hmha::ForwardOptions f = fwd;
+        f.need_weights = false;
+        hmha::ForwardResult r = mha_per_head.forward(query, key, value, f);
+        CHECK(compare(r.attn_output, expected_out.shape(), expected_out_values) == "");
         CHECK_FALSE(r.attn_output_weights.has_value());
     }
     if (fwd.need_weights && !fwd.average_attn_weights) {
