@@ -98,8 +98,9 @@ private:
 // and need_weights=true, always use Sequence).
 enum class Scratch {
     // PerHead when each head's attention has at least kPerHeadMinLength queries
-    // and keys (there it was faster in bench/results/), or when Sequence's
-    // scratch would exceed kPerHeadAboveBytes; Sequence otherwise.
+    // and keys (from there on it measured as fast or faster: bench/results/,
+    // v7 notes), or when Sequence's scratch would exceed kPerHeadAboveBytes;
+    // Sequence otherwise.
     Auto,
     // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
     // floats, kept by the module between calls. Fewest kernel calls, fastest
@@ -107,9 +108,10 @@ enum class Scratch {
     Sequence,
     // Q, and then the attention output, live in the output tensor itself; K and
     // V are projected one head (or a few narrow heads) at a time, and the output
-    // projection runs in place a block of rows at a time. Scratch is
-    // 2 * S' * max(head_dim, 64) floats plus one row block: peak memory stays
-    // near inputs + outputs + weights however long the sequences are.
+    // projection runs in place a block of rows at a time. Scratch is about
+    // 2 * S' * max(head_dim, 64) floats (K^T rounded up to whole key blocks)
+    // plus 128 KiB: peak memory stays near inputs + outputs + weights however
+    // long the sequences are (1.16x at L = S = 8192, E = 512).
     PerHead,
 };
 constexpr int64_t kPerHeadMinLength = 512;
