@@ -15,6 +15,7 @@
 #include <cstring>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 namespace {
 
@@ -535,4 +536,57 @@ TEST_CASE("reference: key blocks and rows whose keys are all hidden", "[referenc
                         CHECK(compare_to_reference(*got.attn_output_weights, ref.w_shape, ref.weights) == "");
                     }
                 }
+}
+
+// forward() is const and may run from several threads on one module: each
+// call leases its own scratch (runtime/src/mha.cpp, WorkspacePool). Threads
+// mix short inputs (Sequence) and 600-position ones (Auto picks PerHead), each
+// checked against the reference computed beforehand.
+TEST_CASE("reference: concurrent forward() calls on one module, both scratch policies", "[reference]") {
+    std::mt19937 rng(15000);
+    hmha::Options o;
+    o.device = test_device();
+    o.embed_dim = 32;
+    o.num_heads = 2;
+    o.batch_first = true;
+    const auto sd = random_state_dict(o, rng);
+    const hmha::MultiheadAttention mha(o, sd);
+    struct Call {
+        hmha::Tensor q, kv;
+        hmha::ForwardOptions f;
+        RefResult ref;
+    };
+    std::vector<Call> calls;
+    for (int64_t L : {5, 600, 40, 600, 17, 600, 600, 3}) {
+        Call c;
+        c.q = random_tensor({2, L, 32}, rng);
+        c.kv = random_tensor({2, L, 32}, rng);
+        c.f.need_weights = false;
+        c.f.is_causal = L % 2 == 1;
+        c.ref = reference_forward(o, sd, c.q, c.kv, c.kv, c.f);
+        calls.push_back(std::move(c));
+    }
+    std::vector<std::string> errors(calls.size());
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < 4; t++) {
+        threads.emplace_back([&, t] {
+            for (int round = 0; round < 3; round++) {
+                for (size_t i = t; i < calls.size(); i += 4) {
+                    const Call &c = calls[i];
+                    try {
+                        const hmha::ForwardResult r = mha.forward(c.q, c.kv, c.kv, c.f);
+                        const std::string e = compare_to_reference(r.attn_output, c.ref.out_shape, c.ref.out);
+                        if (!e.empty() && errors[i].empty()) errors[i] = e;
+                    } catch (const std::exception &e) {
+                        errors[i] = std::string("forward threw: ") + e.what();
+                    }
+                }
+            }
+        });
+    }
+    for (std::thread &th : threads) th.join();
+    for (size_t i = 0; i < calls.size(); i++) {
+        INFO("call " << i << " L=" << calls[i].q.size(1));
+        CHECK(errors[i] == "");
+    }
 }
