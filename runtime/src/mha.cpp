@@ -12,7 +12,6 @@
 #include "HalideBuffer.h"
 #include "hmha/hmha.h"
 #include "kernels.h"
-#include "sdpa_classes.h"
 
 namespace hmha {
 
