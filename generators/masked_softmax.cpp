@@ -1,8 +1,15 @@
-// The need_weights=true path, part 1: per-head attention weights
+// The need_weights=true path: per-head attention weights
 //   w(j, i, h, n) = softmax_j(score(j, i, h, n))      (PyTorch's (N, H, L, S'))
 // with the masks of attention_scores.h; fully hidden rows are 0, not NaN.
+//
+// Two generators share the definition:
+//   masked_softmax   the weights alone (attend then multiplies them by V);
+//   softmax_attend   (CPU) the weights and out(d, h, i, n) = sum_j w * v in one
+//                    pass per query block, while that block's exponentials are
+//                    still in cache.
 #include "Halide.h"
 #include "generators/attention_scores.h"
+#include "schedules/cpu/attend.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/masked_softmax.h"
 #include "schedules/gpu/masked_softmax.h"
@@ -10,6 +17,57 @@
 namespace hmha_gen {
 
 using namespace Halide;
+
+// The row softmax of the masked scores: e = exp(score - row max) and its row
+// sum den; w = e / den where den > 0, else 0.
+struct SoftmaxDefs {
+    ScoreVars v;
+    AttentionScore sc;
+    RDom rj;
+    Func row_max{"row_max"}, row_sum{"row_sum"}, e{"e"};
+    Expr den;
+
+    // clamp_queries: q and the masks are read through a clamp on the query
+    // axis too, so that a schedule may compute whole query blocks past L.
+    template <typename G>
+    void define(G &g, const Target &target, bool clamp_queries) {
+        Expr keys = g.k.dim(2).extent();
+        Expr inf = Expr(std::numeric_limits<float>::infinity());
+        // Keys are read through a clamp so that schedules may round key vectors up.
+        Func kc("kc");
+        kc(v.d, v.h, v.j, v.n) = g.k(v.d, v.h, clamp(v.j, 0, keys - 1), v.n);
+        Func q = g.q, am = g.attn_mask, amb = g.attn_mask_bool;
+        if (clamp_queries) {
+            auto row = [&](const auto &b, int dim) { return clamp(v.i, b.dim(dim).min(), b.dim(dim).max()); };
+            q = Func("qc");
+            q(v.d, v.h, v.i, v.n) = g.q(v.d, v.h, row(g.q, 2), v.n);
+            am = Func("attn_mask_c");
+            am(v.j, v.i, v.h, v.n) = g.attn_mask(v.j, row(g.attn_mask, 1), v.h, v.n);
+            amb = Func("attn_mask_bool_c");
+            amb(v.j, v.i, v.h, v.n) = g.attn_mask_bool(v.j, row(g.attn_mask_bool, 1), v.h, v.n);
+        }
+        sc = define_masked_score(v, q, kc, g.q.dim(0).extent(), am, amb, g.key_padding, g.masked_keys, g.causal,
+                                 g.scale, g.has_masks);
+        rj = RDom(0, keys, "rj");
+        row_max(v.i, v.h, v.n) = -inf;
+        row_max(v.i, v.h, v.n) = max(row_max(v.i, v.h, v.n), sc.score(rj, v.i, v.h, v.n));
+        Expr m_safe = max_or_zero(row_max(v.i, v.h, v.n), strict_inf_math(target));
+        e(v.j, v.i, v.h, v.n) = exp(sc.score(v.j, v.i, v.h, v.n) - m_safe);
+        row_sum(v.i, v.h, v.n) = 0.0f;
+        row_sum(v.i, v.h, v.n) += e(rj, v.i, v.h, v.n);
+        den = row_sum(v.i, v.h, v.n);
+    }
+
+    // A division per element (a reciprocal per row was within noise on x86;
+    // it once gave NaN on AArch64, from the -inf fold that max_or_zero avoids).
+    Expr weight() const {
+        return select(den > 0.0f, e(v.j, v.i, v.h, v.n) / den, 0.0f);
+    }
+
+    schedules::cpu::MaskedSoftmaxFuncs cpu_funcs(Func weights) const {
+        return {weights, row_max, row_sum, e, sc};
+    }
+};
 
 class MaskedSoftmax : public Generator<MaskedSoftmax> {
 public:
@@ -29,25 +87,8 @@ public:
     Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
 
     void generate() {
-        Expr keys = k.dim(2).extent();
-        Expr inf = Expr(std::numeric_limits<float>::infinity());
-        // Keys are read through a clamp so that schedules may round key vectors up.
-        Func kc("kc");
-        kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, clamp(v_.j, 0, keys - 1), v_.n);
-        sc = define_masked_score(v_, q, kc, q.dim(0).extent(), attn_mask, attn_mask_bool, key_padding, masked_keys,
-                                 causal, scale, has_masks);
-        RDom rj(0, keys, "rj");
-        row_max(v_.i, v_.h, v_.n) = -inf;
-        row_max(v_.i, v_.h, v_.n) = max(row_max(v_.i, v_.h, v_.n), sc.score(rj, v_.i, v_.h, v_.n));
-        Expr m = row_max(v_.i, v_.h, v_.n);
-        Expr m_safe = max_or_zero(m, strict_inf_math(get_target()));
-        e(v_.j, v_.i, v_.h, v_.n) = exp(sc.score(v_.j, v_.i, v_.h, v_.n) - m_safe);
-        row_sum(v_.i, v_.h, v_.n) = 0.0f;
-        row_sum(v_.i, v_.h, v_.n) += e(rj, v_.i, v_.h, v_.n);
-        // A division per element (a reciprocal per row was within noise on x86;
-        // it once gave NaN on AArch64, from the -inf fold that max_or_zero avoids).
-        Expr den = row_sum(v_.i, v_.h, v_.n);
-        weights(v_.j, v_.i, v_.h, v_.n) = select(den > 0.0f, e(v_.j, v_.i, v_.h, v_.n) / den, 0.0f);
+        s_.define(*this, get_target(), false);
+        weights(s_.v.j, s_.v.i, s_.v.h, s_.v.n) = s_.weight();
 
         set_score_input_estimates(*this);
         weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
@@ -56,21 +97,68 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
-            schedules::gpu::schedule_masked_softmax({weights, row_max, row_sum, e, sc}, v_, {gpu_threads});
+            schedules::gpu::schedule_masked_softmax({weights, s_.row_max, s_.row_sum, s_.e, s_.sc}, s_.v,
+                                                    {gpu_threads});
             return;
         }
-        schedules::cpu::MaskedSoftmaxFuncs f{weights, row_max, row_sum, e, sc};
         schedules::cpu::schedule_masked_softmax(
-            f, v_, rj, has_masks,
+            s_.cpu_funcs(weights), s_.v, s_.rj, has_masks,
             {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:
-    ScoreVars v_;
-    AttentionScore sc;
-    Func row_max{"row_max"}, row_sum{"row_sum"}, e{"e"};
+    SoftmaxDefs s_;
+};
+
+class SoftmaxAttend : public Generator<SoftmaxAttend> {
+public:
+    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+
+    Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
+    Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
+    Input<Buffer<float, 4>> v{"v"};                              // (D, H, S', N)
+    Input<Buffer<float, 4>> attn_mask{"attn_mask"};              // (S, L, H, N)
+    Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
+    Input<Buffer<float, 2>> key_padding{"key_padding"};          // (S, N)
+    Input<int> masked_keys{"masked_keys"};
+    Input<bool> causal{"causal"};
+    Input<bool> has_masks{"has_masks"};
+    Input<float> scale{"scale"};
+    Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
+    Output<Buffer<float, 4>> out{"out"};          // (D, H, L, N)
+
+    void generate() {
+        if (get_target().has_gpu_feature() || using_autoscheduler()) {
+            throw std::invalid_argument("softmax_attend: CPU schedule only (GPUs run masked_softmax and attend)");
+        }
+        s_.define(*this, get_target(), true);
+        const ScoreVars &x = s_.v;
+        weights(x.j, x.i, x.h, x.n) = s_.weight();
+        // The unnormalised exponentials times V, divided once per output.
+        acc(x.d, x.i, x.h, x.n) = 0.0f;
+        acc(x.d, x.i, x.h, x.n) += s_.e(s_.rj, x.i, x.h, x.n) * v(x.d, x.h, s_.rj, x.n);
+        Expr den = s_.den;
+        att(x.d, x.i, x.h, x.n) = select(den > 0.0f, acc(x.d, x.i, x.h, x.n) / den, 0.0f);
+        out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
+
+        set_score_input_estimates(*this);
+        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+
+        const Target t = get_target();
+        const int vw = schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
+        schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
+                                                {query_block, vw}, schedules::cpu::register_tile_rows(t));
+    }
+
+private:
+    SoftmaxDefs s_;
+    Func acc{"acc"}, att{"att"};
 };
 
 }  // namespace hmha_gen
 
 HALIDE_REGISTER_GENERATOR(hmha_gen::MaskedSoftmax, masked_softmax)
+HALIDE_REGISTER_GENERATOR(hmha_gen::SoftmaxAttend, softmax_attend)

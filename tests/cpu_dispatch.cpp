@@ -144,7 +144,7 @@ void fail(const std::string &what) {
 }
 
 // Forward with need_weights false (linear, sdpa) and true (linear,
-// masked_softmax, attend, head_mean) against the reference; odd sizes for the
+// softmax_attend, head_mean) against the reference; odd sizes for the
 // vector tails, a key_padding_mask and a causal case.
 void run_cases() {
     struct Case {
@@ -272,8 +272,8 @@ int main(int argc, char **argv) {
         std::printf("kernel %zu:%s -> %s\n", i + 1, line.c_str(), choice.c_str());
         chosen.insert(choice);
     }
-    // linear, sdpa, masked_softmax, attend, head_mean: each asks once per process.
-    if (kernels.size() != 5) fail("expected 5 kernels to ask once each, got " + std::to_string(kernels.size()));
+    // linear, sdpa, softmax_attend, head_mean: each asks once per process.
+    if (kernels.size() != 4) fail("expected 4 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 
     if (!expect.empty() && chosen.size() == 1) {

@@ -84,7 +84,8 @@ Params class_defaults(const std::string &kernel) {
 }
 
 // Every kernel the tuner knows, in the order it tunes them by default.
-const std::vector<std::string> kAllKernels{"linear", "sdpa", "sdpa_short", "masked_softmax", "attend", "head_mean"};
+const std::vector<std::string> kAllKernels{"linear",         "sdpa",   "sdpa_short", "masked_softmax",
+                                           "softmax_attend", "attend", "head_mean"};
 
 bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
@@ -108,11 +109,11 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         bind("weight_t", random_buffer({s.E, s.E}, rng));
         bind("bias", random_buffer({s.E}, rng));
         outputs.push_back(Buffer<float>(s.E, s.L * s.N));
-    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax") {
+    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax" || kernel == "softmax_attend") {
         const bool sdpa = generator_of(kernel) == "sdpa";
         bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
         bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
-        if (sdpa) bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
+        if (kernel != "masked_softmax") bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
         bind("attn_mask", zero_mask(zf, {s.L, s.H, s.N}));
         bind("attn_mask_bool", zero_mask(zb, {s.L, s.H, s.N}));
         bind("key_padding", zero_mask(zf, {s.N}));
@@ -120,7 +121,8 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->input_parameter("causal")[0].set_scalar<bool>(false);
         gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
         gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
-        outputs.push_back(sdpa ? Buffer<float>(D, s.H, s.L, s.N) : Buffer<float>(s.S, s.L, s.H, s.N));
+        if (!sdpa) outputs.push_back(Buffer<float>(s.S, s.L, s.H, s.N));  // the weights
+        if (kernel != "masked_softmax") outputs.push_back(Buffer<float>(D, s.H, s.L, s.N));
     } else if (kernel == "head_mean") {
         bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
         outputs.push_back(Buffer<float>(s.S, s.L, s.N));

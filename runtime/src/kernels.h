@@ -24,6 +24,7 @@
 #include "hmha_sdpa_kt_cpu.h"
 #include "hmha_sdpa_kt_short_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
+#include "hmha_softmax_attend_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
 #ifndef HMHA_SDPA_KEY_BLOCK
@@ -69,6 +70,9 @@ struct KernelSet {
     };
     KtClass kt_for(int64_t keys) const;
     int64_t kt_padded_keys(int64_t keys) const;
+    // The CPU's masked_softmax and attend in one kernel (null on a GPU): the
+    // per-head weights and their product with V, one query block at a time.
+    decltype(&hmha_softmax_attend_cpu) softmax_attend = nullptr;
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it

@@ -24,7 +24,7 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // Queries per sdpa call when causal blocks are skipped (see forward()).
 constexpr int64_t kCausalQueryChunk = 256;
 // Queries per masked_softmax/attend/head_mean round in the need_weights path.
-constexpr int64_t kWeightsQueryChunk = 1024;
+static const int64_t kWeightsQueryChunk = getenv("HMHA_WCHUNK") ? atoll(getenv("HMHA_WCHUNK")) : 1024;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
 // + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
@@ -767,10 +767,17 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
             HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
             if (weights_scratch) wv.translate(1, (int)i0);
-            check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
-                                                             am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
-                                                             f.is_causal, has_masks, scale, wv.raw_buffer()));
-            check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
+            if (ks.softmax_attend) {
+                check_status("softmax_attend",
+                             ks.softmax_attend(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(), am_f.raw_buffer(),
+                                               am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal,
+                                               has_masks, scale, wv.raw_buffer(), ac.raw_buffer()));
+            } else {
+                check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
+                                                                 am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
+                                                                 f.is_causal, has_masks, scale, wv.raw_buffer()));
+                check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
+            }
             if (averaged) {
                 HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                 check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));

@@ -10,26 +10,23 @@ struct AttendParams {
     int tile_rows = 4;  // queries per register tile (register_tile_rows); attend only
 };
 
-// Parallel over batch, head and query block; each output tile of 2 vectors of d
-// x tile_rows queries accumulates in registers (acc is computed per tile).
-inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, Halide::Var i, Halide::Var h,
-                            Halide::Var n, Halide::RDom rj, const AttendParams &prm) {
+// Register tiles of weights @ V: each tile of 2 vectors of f's fd x
+// tile_rows of its fi accumulates in registers (acc(d, i, ...) is computed
+// per tile). f's loops outside the tile (it) are left to the caller.
+inline void tile_attend(Halide::Func f, Halide::VarOrRVar fd, Halide::VarOrRVar fi, Halide::Func acc, Halide::Var d,
+                        Halide::Var i, Halide::RDom rj, const AttendParams &prm) {
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), d_o("d_o"), di("di"), it("it"), iti("iti");
-    out.split(i, io, ii, prm.query_block, guard)
-        .split(d, d_o, di, 2 * vw, guard)
-        .split(ii, it, iti, prm.tile_rows, guard)
-        .reorder(di, iti, d_o, it, io, h, n)
-        .parallel(n)
-        .parallel(h)
-        .parallel(io)
+    Var d_o("d_o"), di("di"), it("it"), iti("iti");
+    f.split(fd, d_o, di, 2 * vw, guard)
+        .split(fi, it, iti, prm.tile_rows, guard)
+        .reorder(di, iti, d_o, it)
         .vectorize(di, vw)
         .unroll(di)
         .unroll(iti);
     // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
-    acc.compute_at(out, d_o)
+    acc.compute_at(f, d_o)
         .bound_storage(d, 2 * vw)
         .bound_storage(i, prm.tile_rows)
         .store_in(MemoryType::Stack)
@@ -37,6 +34,19 @@ inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, H
         .unroll(d)
         .unroll(i);
     acc.update().reorder(d, i, rj.x).vectorize(d, vw, guard).unroll(d).unroll(i);
+}
+
+// Parallel over batch, head and query block, then attend's register tiles.
+inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, Halide::Var i, Halide::Var h,
+                            Halide::Var n, Halide::RDom rj, const AttendParams &prm) {
+    using namespace Halide;
+    Var io("io"), ii("ii");
+    out.split(i, io, ii, prm.query_block, TailStrategy::GuardWithIf)
+        .reorder(d, ii, io, h, n)
+        .parallel(n)
+        .parallel(h)
+        .parallel(io);
+    tile_attend(out, d, ii, acc, d, i, rj, prm);
 }
 
 // Parallel over batch and blocks of query rows (a task per row was too fine:
