@@ -400,6 +400,33 @@ TEST_CASE("reference: fused sdpa at key counts around both shape classes' key bl
     }
 }
 
+// The CPU's need_weights kernel (softmax_attend) computes whole query blocks,
+// reading q and the masks through a clamp past the last query, and the runtime
+// calls it per chunk of 1024 queries: query counts around every query block
+// the tuner may pick (8 to 128) and across a chunk boundary, with per-query
+// masks, causal rows and appended keys.
+TEST_CASE("reference: need_weights at query counts around the query blocks and the query chunk", "[reference]") {
+    uint32_t seed = 9500;
+    for (int64_t L : {1, 3, 7, 9, 17, 31, 33, 63, 65, 127, 129, 1029})
+        for (int variant = 0; variant < 3; variant++) {
+            Case c;
+            c.E = 16;
+            c.H = 2;
+            c.L = L;
+            c.S = variant == 2 ? 1 : 19;
+            c.N = variant == 1 ? 1 : 2;
+            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.weights = variant == 0 ? Weights::PerHead : Weights::Averaged;
+            c.mask = variant == 0 ? MaskKind::Bool3D : MaskKind::None;
+            c.pad = variant == 1 ? PadKind::Float : PadKind::None;
+            c.causal = variant == 1;
+            c.add_bias_kv = variant == 2;
+            c.add_zero_attn = variant == 2;
+            c.hide_p = 0.2;
+            run_case(c, seed++);
+        }
+}
+
 TEST_CASE("reference: large configurations (E up to 1024 and L or S up to 700)", "[reference][large]") {
     Case c;
     c.E = 512;
