@@ -2,6 +2,7 @@
 #pragma once
 
 #include "Halide.h"
+#include "schedules/cpu/defaults.h"
 
 namespace hmha_gen::schedules::cpu {
 
@@ -40,13 +41,8 @@ inline void tile_attend(Halide::Func f, Halide::VarOrRVar fd, Halide::VarOrRVar 
 inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, Halide::Var i, Halide::Var h,
                             Halide::Var n, Halide::RDom rj, const AttendParams &prm) {
     using namespace Halide;
-    Var io("io"), ii("ii");
-    out.split(i, io, ii, prm.query_block, TailStrategy::GuardWithIf)
-        .reorder(d, ii, io, h, n)
-        .parallel(n)
-        .parallel(h)
-        .parallel(io);
-    tile_attend(out, d, ii, acc, d, i, rj, prm);
+    parallel_query_blocks(out, d, i, h, n, prm.query_block);
+    tile_attend(out, d, Var("ii"), acc, d, i, rj, prm);
 }
 
 // Parallel over batch and blocks of query rows (a task per row was too fine:

@@ -29,4 +29,18 @@ inline int or_default(int value, int derived) {
     return value > 0 ? value : derived;
 }
 
+// The loop nest the CPU schedules of sdpa, masked_softmax, softmax_attend and
+// attend share: f's queries i in blocks of query_block (Vars "io", "ii"; the
+// tail guarded), `inner` innermost, parallel over batch, head and query block
+// (nested, not fused: fusing would blur bounds inference of the masks).
+inline Halide::Func parallel_query_blocks(Halide::Func f, Halide::Var inner, Halide::Var i, Halide::Var h,
+                                          Halide::Var n, int query_block) {
+    Halide::Var io("io"), ii("ii");
+    return f.split(i, io, ii, query_block, Halide::TailStrategy::GuardWithIf)
+        .reorder(inner, ii, io, h, n)
+        .parallel(n)
+        .parallel(h)
+        .parallel(io);
+}
+
 }  // namespace hmha_gen::schedules::cpu

@@ -7,6 +7,7 @@
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/attend.h"
+#include "schedules/cpu/defaults.h"
 #include "schedules/cpu/scores.h"
 
 namespace hmha_gen::schedules::cpu {
@@ -25,13 +26,8 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii");
-    f.weights.split(v.i, io, ii, prm.query_block, guard)
-        .reorder(v.j, ii, io, v.h, v.n)
-        .parallel(v.n)
-        .parallel(v.h)
-        .parallel(io)
-        .vectorize(v.j, vw, guard);
+    Var io("io");
+    parallel_query_blocks(f.weights, v.j, v.i, v.h, v.n, prm.query_block).vectorize(v.j, vw, guard);
     f.sc.kt.compute_at(f.weights, v.h);
     schedule_key_transpose(f.sc.kt, v, vw);
     pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
@@ -59,12 +55,8 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
                                     const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
     schedule_masked_softmax(f, v, rj, has_masks, prm);
-    Var io("io"), ii("ii");
-    out.split(v.i, io, ii, prm.query_block, TailStrategy::GuardWithIf)
-        .reorder(v.d, ii, io, v.h, v.n)
-        .parallel(v.n)
-        .parallel(v.h)
-        .parallel(io)
+    Var io("io");
+    parallel_query_blocks(out, v.d, v.i, v.h, v.n, prm.query_block)
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
     // Whole query blocks (the scores read q and the masks through a clamp):

@@ -15,6 +15,7 @@
 #pragma once
 
 #include "Halide.h"
+#include "schedules/cpu/defaults.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/scores.h"
 
@@ -37,14 +38,9 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var io("io"), ii("ii"), d_o("d_o"), di("di"), it("it"), iti("iti");
+    Var io("io"), d_o("d_o"), di("di"), it("it"), iti("iti");
 
-    f.out.split(v.i, io, ii, prm.query_block, guard)
-        .reorder(v.d, ii, io, v.h, v.n)
-        .parallel(v.n)
-        .parallel(v.h)
-        .parallel(io)
-        .vectorize(v.d, vw, guard);
+    parallel_query_blocks(f.out, v.d, v.i, v.h, v.n, prm.query_block).vectorize(v.d, vw, guard);
 
     if (!prm.keys_transposed) {
         f.sc.kt.compute_at(f.out, v.h);
