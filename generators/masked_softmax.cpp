@@ -2,16 +2,21 @@
 //   w(j, i, h, n) = softmax_j(score(j, i, h, n))      (PyTorch's (N, H, L, S'))
 // with the masks of attention_scores.h; fully hidden rows are 0, not NaN.
 //
-// Two generators share the definition:
-//   masked_softmax   the weights alone (attend then multiplies them by V);
-//   softmax_attend   (CPU) the weights and out(d, h, i, n) = sum_j w * v in one
-//                    pass per query block, while that block's exponentials are
-//                    still in cache.
+// Three generators share the definition:
+//   masked_softmax       the weights alone (attend then multiplies them by V);
+//   softmax_attend       (CPU) the weights and out(d, h, i, n) = sum_j w * v in
+//                        one pass per query block, while that block's
+//                        exponentials are still in cache;
+//   softmax_attend_mean  (CPU) the same with the weights averaged over heads
+//                        (average_attn_weights, PyTorch's default): a query
+//                        block's heads run one after the other and add into
+//                        the block's mean, so per-head weights never reach
+//                        memory.
+#include "schedules/cpu/masked_softmax.h"
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/attend.h"
 #include "schedules/cpu/defaults.h"
-#include "schedules/cpu/masked_softmax.h"
 #include "schedules/gpu/masked_softmax.h"
 
 namespace hmha_gen {
@@ -60,12 +65,16 @@ struct SoftmaxDefs {
 
     // A division per element (a reciprocal per row was within noise on x86;
     // it once gave NaN on AArch64, from the -inf fold that max_or_zero avoids).
-    Expr weight() const {
-        return select(den > 0.0f, e(v.j, v.i, v.h, v.n) / den, 0.0f);
-    }
+    Expr weight() const { return select(den > 0.0f, e(v.j, v.i, v.h, v.n) / den, 0.0f); }
 
-    schedules::cpu::MaskedSoftmaxFuncs cpu_funcs(Func weights) const {
-        return {weights, row_max, row_sum, e, sc};
+    schedules::cpu::MaskedSoftmaxFuncs cpu_funcs(Func weights) const { return {weights, row_max, row_sum, e, sc}; }
+
+    // att(d, i, h, n) = sum_j w * v: the unnormalised exponentials times V
+    // (acc), divided once per output.
+    void define_attend(Func acc, Func att, Func v_in) const {
+        acc(v.d, v.i, v.h, v.n) = 0.0f;
+        acc(v.d, v.i, v.h, v.n) += e(rj, v.i, v.h, v.n) * v_in(v.d, v.h, rj, v.n);
+        att(v.d, v.i, v.h, v.n) = select(den > 0.0f, acc(v.d, v.i, v.h, v.n) / den, 0.0f);
     }
 };
 
@@ -103,7 +112,8 @@ public:
         }
         schedules::cpu::schedule_masked_softmax(
             s_.cpu_funcs(weights), s_.v, s_.rj, has_masks,
-            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
+            {query_block,
+             schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:
@@ -135,11 +145,7 @@ public:
         s_.define(*this, get_target(), true);
         const ScoreVars &x = s_.v;
         weights(x.j, x.i, x.h, x.n) = s_.weight();
-        // The unnormalised exponentials times V, divided once per output.
-        acc(x.d, x.i, x.h, x.n) = 0.0f;
-        acc(x.d, x.i, x.h, x.n) += s_.e(s_.rj, x.i, x.h, x.n) * v(x.d, x.h, s_.rj, x.n);
-        Expr den = s_.den;
-        att(x.d, x.i, x.h, x.n) = select(den > 0.0f, acc(x.d, x.i, x.h, x.n) / den, 0.0f);
+        s_.define_attend(acc, att, v);
         out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
 
         set_score_input_estimates(*this);
@@ -158,7 +164,70 @@ private:
     Func acc{"acc"}, att{"att"};
 };
 
+class SoftmaxAttendMean : public Generator<SoftmaxAttendMean> {
+public:
+    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
+    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 65536};     // 0 = whole rows
+
+    Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
+    Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
+    Input<Buffer<float, 4>> v{"v"};                              // (D, H, S', N)
+    Input<Buffer<float, 4>> attn_mask{"attn_mask"};              // (S, L, H, N)
+    Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
+    Input<Buffer<float, 2>> key_padding{"key_padding"};          // (S, N)
+    Input<int> masked_keys{"masked_keys"};
+    Input<bool> causal{"causal"};
+    Input<bool> has_masks{"has_masks"};
+    Input<float> scale{"scale"};
+    Output<Buffer<float, 3>> mean{"mean"};  // (S', L, N): the weights averaged over heads
+    Output<Buffer<float, 4>> out{"out"};    // (D, H, L, N)
+
+    void generate() {
+        if (get_target().has_gpu_feature() || using_autoscheduler()) {
+            throw std::invalid_argument(
+                "softmax_attend_mean: CPU schedule only (GPUs run masked_softmax, attend and head_mean)");
+        }
+        s_.define(*this, get_target(), true);
+        const ScoreVars &x = s_.v;
+        s_.define_attend(acc, att, v);
+        // Both outputs are written head by head (rh), so that a schedule can
+        // run a query block's heads one after the other: the first head
+        // overwrites what the mean's buffer held (select, not a read of it),
+        // the others add. head_mean sums then scales; here each head's weight
+        // is scaled (a rounding apart).
+        Expr heads = q.dim(1).extent();
+        RDom rh(0, heads, "rh");
+        Func w("w");
+        w(x.j, x.i, x.h, x.n) = s_.weight() * (1.0f / cast<float>(heads));
+        mean(x.j, x.i, x.n) = undef<float>();
+        mean(x.j, x.i, x.n) = select(rh.x == 0, 0.0f, mean(x.j, x.i, x.n)) + w(x.j, x.i, rh, x.n);
+        out(x.d, x.h, x.i, x.n) = undef<float>();
+        // compute_with fuses loops of one kind only: rh is a serial (impure)
+        // loop of the mean, so out's rh must be too. The never-taken read of
+        // the previous head makes it so (and simplifies away once rh >= 0).
+        Expr never = rh.x < 0;
+        out(x.d, rh, x.i, x.n) = select(never, out(x.d, max(rh.x - 1, 0), x.i, x.n), att(x.d, x.i, rh, x.n));
+
+        set_score_input_estimates(*this);
+        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
+        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+
+        const Target t = get_target();
+        const int vw = schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
+        schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
+                                                     {query_block, vw, key_chunk},
+                                                     schedules::cpu::register_tile_rows(t));
+    }
+
+private:
+    SoftmaxDefs s_;
+    Func acc{"acc"}, att{"att"};
+};
+
 }  // namespace hmha_gen
 
 HALIDE_REGISTER_GENERATOR(hmha_gen::MaskedSoftmax, masked_softmax)
 HALIDE_REGISTER_GENERATOR(hmha_gen::SoftmaxAttend, softmax_attend)
+HALIDE_REGISTER_GENERATOR(hmha_gen::SoftmaxAttendMean, softmax_attend_mean)

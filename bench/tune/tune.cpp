@@ -84,8 +84,8 @@ Params class_defaults(const std::string &kernel) {
 }
 
 // Every kernel the tuner knows, in the order it tunes them by default.
-const std::vector<std::string> kAllKernels{"linear",         "sdpa",   "sdpa_short", "masked_softmax",
-                                           "softmax_attend", "attend", "head_mean"};
+const std::vector<std::string> kAllKernels{"linear",         "sdpa",   "sdpa_short",          "masked_softmax",
+                                           "softmax_attend", "attend", "softmax_attend_mean", "head_mean"};
 
 bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
@@ -109,7 +109,8 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         bind("weight_t", random_buffer({s.E, s.E}, rng));
         bind("bias", random_buffer({s.E}, rng));
         outputs.push_back(Buffer<float>(s.E, s.L * s.N));
-    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax" || kernel == "softmax_attend") {
+    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax" || kernel == "softmax_attend" ||
+               kernel == "softmax_attend_mean") {
         const bool sdpa = generator_of(kernel) == "sdpa";
         bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
         bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
@@ -121,7 +122,11 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->input_parameter("causal")[0].set_scalar<bool>(false);
         gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
         gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
-        if (!sdpa) outputs.push_back(Buffer<float>(s.S, s.L, s.H, s.N));  // the weights
+        if (kernel == "softmax_attend_mean") {
+            outputs.push_back(Buffer<float>(s.S, s.L, s.N));  // the weights' mean over heads
+        } else if (!sdpa) {
+            outputs.push_back(Buffer<float>(s.S, s.L, s.H, s.N));  // the weights
+        }
         if (kernel != "masked_softmax") outputs.push_back(Buffer<float>(D, s.H, s.L, s.N));
     } else if (kernel == "head_mean") {
         bind("weights", random_buffer({s.S, s.L, s.H, s.N}, rng));
@@ -145,7 +150,9 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int to : quick ? std::vector<int>{48, 64} : std::vector<int>{32, 48, 64, 96})
             for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
                 for (int ur : quick ? std::vector<int>{4} : std::vector<int>{2, 4, 6})
-                    add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
+                    add({{"tile_o", std::to_string(to)},
+                         {"tile_r", std::to_string(tr)},
+                         {"unroll_r", std::to_string(ur)}});
     } else if (kernel == "sdpa") {
         for (int kb : quick ? std::vector<int>{128, 256} : std::vector<int>{64, 128, 256, 512})
             for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
@@ -157,6 +164,10 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
     } else if (kernel == "head_mean") {
         for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 2, 4, 16, 32})
             add({{"query_block", std::to_string(qb)}});
+    } else if (kernel == "softmax_attend_mean") {
+        for (int kc : quick ? std::vector<int>{0, 256} : std::vector<int>{0, 256, 512})
+            for (int qb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64, 128})
+                add({{"key_chunk", std::to_string(kc)}, {"query_block", std::to_string(qb)}});
     } else {
         for (int qb : quick ? std::vector<int>{16, 64} : std::vector<int>{8, 16, 32, 64, 128})
             add({{"query_block", std::to_string(qb)}});
@@ -197,7 +208,9 @@ int main(int argc, char **argv) {
     std::vector<std::string> kernels = kAllKernels;
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     auto usage = [] {
-        std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
+        std::fprintf(
+            stderr,
+            "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -214,8 +227,8 @@ int main(int argc, char **argv) {
                 if (!is_kernel(k)) {
                     std::string known;
                     for (const auto &name : kAllKernels) known += (known.empty() ? "" : ", ") + name;
-                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected one of %s)\n",
-                                 k.c_str(), known.c_str());
+                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected one of %s)\n", k.c_str(),
+                                 known.c_str());
                     return 2;
                 }
             }
@@ -267,8 +280,8 @@ int main(int argc, char **argv) {
         const double best = sum[w], base = sum[0];
         const Params winner = variants[w];
         char line[512];
-        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx) over %s\n",
-                      kernel.c_str(), describe(winner).c_str(), best, base, base / best, class_names.c_str());
+        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx) over %s\n", kernel.c_str(),
+                      describe(winner).c_str(), best, base, base / best, class_names.c_str());
         table += line;
         json += "    \"" + kernel + "\": {";
         bool first = true;

@@ -94,7 +94,8 @@ const KernelSet &kernels_for(Device device) {
                                hmha_sdpa_kt_short_cpu,
                                HMHA_SDPA_KT_KEY_BLOCK,
                                HMHA_SDPA_KT_SHORT_KEY_BLOCK,
-                               hmha_softmax_attend_cpu};
+                               hmha_softmax_attend_cpu,
+                               hmha_softmax_attend_mean_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {

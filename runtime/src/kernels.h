@@ -25,6 +25,7 @@
 #include "hmha_sdpa_kt_short_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
+#include "hmha_softmax_attend_mean_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
 #ifndef HMHA_SDPA_KEY_BLOCK
@@ -73,6 +74,9 @@ struct KernelSet {
     // The CPU's masked_softmax and attend in one kernel (null on a GPU): the
     // per-head weights and their product with V, one query block at a time.
     decltype(&hmha_softmax_attend_cpu) softmax_attend = nullptr;
+    // The same with the weights averaged over heads (null on a GPU): a query
+    // block's heads in turn, only their mean written.
+    decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean = nullptr;
 };
 
 // The kernels for `device`; throws Error when this build or machine lacks it

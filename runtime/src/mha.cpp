@@ -23,8 +23,8 @@ using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // Queries per sdpa call when causal blocks are skipped (see forward()).
 constexpr int64_t kCausalQueryChunk = 256;
-// Queries per softmax_attend (GPU: masked_softmax, attend) and head_mean round
-// in the need_weights path. Each call transposes every head's keys again, so
+// Queries per softmax_attend or softmax_attend_mean call (GPU: masked_softmax,
+// attend and head_mean round) in the need_weights path. Each call transposes every head's keys again, so
 // shorter chunks cost more: 128 was 1.3x slower at (1, 4096, 4096, 512, 8).
 constexpr int64_t kWeightsQueryChunk = 1024;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
@@ -678,7 +678,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // than its shared memory holds; the unfused path then keeps its per-head
     // weights in chunk scratch, as when averaging.
     const bool fused = !f.need_weights && !(ks.device && D > kGpuFusedMaxHeadDim);
-    const bool weights_scratch = averaged || (!f.need_weights && !fused);
+    // Averaging on the CPU, softmax_attend_mean writes the mean alone: no
+    // per-head weights, no scratch for them.
+    const bool mean_fused = averaged && ks.softmax_attend_mean != nullptr;
+    const bool weights_scratch = (averaged && !mean_fused) || (!f.need_weights && !fused);
     // Batch-major keys with appended rows: (N, S', E) rows are not one run of the
     // input's (N, S, E) rows, so K and V are projected into a dense (N, S, E)
     // scratch and copied into place with Halide's strided buffer copy (host or
@@ -756,10 +759,12 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     } else {
         // Query chunks, so that the per-head weights a chunk writes are still in
         // cache when attend (and head_mean) read them back; when averaging they
-        // are scratch of N*H*chunk*S' floats only. Crops keep absolute coordinates.
+        // are scratch of N*H*chunk*S' floats only (none on the CPU, where
+        // softmax_attend_mean keeps them in cache). Crops keep absolute coordinates.
         const int64_t chunk = std::min(L, kWeightsQueryChunk);
         HBuf per_head_all =
-            weights_scratch
+            mean_fused ? HBuf()
+            : weights_scratch
                 ? dv.scratch(view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
                 : output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
         HBuf mean_all =
@@ -767,6 +772,16 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
             auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+            if (mean_fused) {
+                HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
+                check_status("softmax_attend_mean",
+                             ks.softmax_attend_mean(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
+                                                    am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
+                                                    masked_keys, f.is_causal, has_masks, scale, mc.raw_buffer(),
+                                                    ac.raw_buffer()));
+                finish_output(mc);
+                continue;
+            }
             HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
             if (weights_scratch) wv.translate(1, (int)i0);
             if (ks.softmax_attend) {

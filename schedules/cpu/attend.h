@@ -9,31 +9,57 @@ namespace hmha_gen::schedules::cpu {
 struct AttendParams {
     int query_block, vector_width;
     int tile_rows = 4;  // queries per register tile (register_tile_rows); attend only
+    int key_chunk = 0;  // keys per chunk (0: each tile runs over every key); tile_attend with f a block Func
 };
 
 // Register tiles of weights @ V: each tile of 2 vectors of f's fd x
 // tile_rows of its fi accumulates in registers (acc(d, i, ...) is computed
 // per tile). f's loops outside the tile (it) are left to the caller.
+//
+// With key_chunk, f must be a block Func computed whole (f's d and i are
+// acc's): acc is computed once for f's block, a chunk of keys at a time for
+// every tile, each tile's partial sum over the chunk in registers (rfactor),
+// so that chunk of V is read from L1 by every tile instead of the head's
+// whole V streaming past each tile.
 inline void tile_attend(Halide::Func f, Halide::VarOrRVar fd, Halide::VarOrRVar fi, Halide::Func acc, Halide::Var d,
                         Halide::Var i, Halide::RDom rj, const AttendParams &prm) {
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var d_o("d_o"), di("di"), it("it"), iti("iti");
-    f.split(fd, d_o, di, 2 * vw, guard)
-        .split(fi, it, iti, prm.tile_rows, guard)
-        .reorder(di, iti, d_o, it)
-        .vectorize(di, vw)
-        .unroll(di)
-        .unroll(iti);
-    // d reads V directly, so its vectors are guarded (head_dim need not be a multiple).
-    acc.compute_at(f, d_o)
-        .bound_storage(d, 2 * vw)
-        .bound_storage(i, prm.tile_rows)
-        .store_in(MemoryType::Stack)
-        .vectorize(d, vw, guard)
-        .unroll(d)
-        .unroll(i);
+    auto tiles = [&](Stage s, VarOrRVar sd, VarOrRVar si) -> Stage & {
+        return s.split(sd, d_o, di, 2 * vw, guard)
+            .split(si, it, iti, prm.tile_rows, guard)
+            .reorder(di, iti, d_o, it)
+            .vectorize(di, vw)
+            .unroll(di)
+            .unroll(iti);
+    };
+    // A tile's accumulators: 2 vectors of d x tile_rows of i, on the stack
+    // (promoted to registers). d reads V directly, so its vectors are guarded
+    // (head_dim need not be a multiple).
+    auto registers = [&](Func a, LoopLevel at) {
+        a.compute_at(at)
+            .bound_storage(d, 2 * vw)
+            .bound_storage(i, prm.tile_rows)
+            .store_in(MemoryType::Stack)
+            .vectorize(d, vw, guard)
+            .unroll(d)
+            .unroll(i);
+    };
+    if (prm.key_chunk > 0) {
+        f.vectorize(fd, vw, guard);
+        RVar rjo("rjo"), rji("rji");
+        Var u("u");
+        Func part = acc.update().split(rj.x, rjo, rji, prm.key_chunk, guard).rfactor(rjo, u);
+        acc.compute_at(f, Var::outermost()).vectorize(d, vw, guard);
+        tiles(acc.update(), d, i).reorder(di, iti, d_o, it, rjo);
+        registers(part, LoopLevel(acc, d_o));
+        part.update().reorder(d, i, rji).vectorize(d, vw, guard).unroll(d).unroll(i);
+        return;
+    }
+    tiles(f, fd, fi);
+    registers(acc, LoopLevel(f, d_o));
     acc.update().reorder(d, i, rj.x).vectorize(d, vw, guard).unroll(d).unroll(i);
 }
 

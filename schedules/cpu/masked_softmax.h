@@ -14,6 +14,7 @@ namespace hmha_gen::schedules::cpu {
 
 struct MaskedSoftmaxParams {
     int query_block, vector_width;
+    int key_chunk = 0;  // keys per chunk of the block's Q.K^T and e.V (0: whole rows)
 };
 
 struct MaskedSoftmaxFuncs {
@@ -21,25 +22,33 @@ struct MaskedSoftmaxFuncs {
     AttentionScore sc;
 };
 
-inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj,
-                                    Halide::Expr has_masks, const MaskedSoftmaxParams &prm) {
+// A query block's softmax, computed at `block`: the register-tiled scores,
+// then the row reductions along the contiguous key axis (vectors of keys
+// folded by a horizontal max / add; atomic() lets Halide reassociate them) and
+// the exponentials.
+inline void schedule_block_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
+                                   int vw, Halide::LoopLevel block, int key_chunk = 0) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    f.sc.score.compute_at(block);
+    schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw, key_chunk);
+    f.row_max.compute_at(block);
+    f.row_max.update().atomic().vectorize(rj.x, vw, guard);
+    f.e.compute_at(block).vectorize(v.j, vw, guard);
+    f.row_sum.compute_at(block);
+    f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
+}
+
+inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
+                                    const MaskedSoftmaxParams &prm) {
     using namespace Halide;
     const int vw = prm.vector_width;
-    const TailStrategy guard = TailStrategy::GuardWithIf;
     Var io("io");
-    parallel_query_blocks(f.weights, v.j, v.i, v.h, v.n, prm.query_block).vectorize(v.j, vw, guard);
+    parallel_query_blocks(f.weights, v.j, v.i, v.h, v.n, prm.query_block).vectorize(v.j, vw, TailStrategy::GuardWithIf);
     f.sc.kt.compute_at(f.weights, v.h);
     schedule_key_transpose(f.sc.kt, v, vw);
     pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
-    f.sc.score.compute_at(f.weights, io);
-    schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw);
-    // Row reductions run along the contiguous key axis: vectors of keys folded
-    // by a horizontal max / add (atomic() lets Halide reassociate them).
-    f.row_max.compute_at(f.weights, io);
-    f.row_max.update().atomic().vectorize(rj.x, vw, guard);
-    f.e.compute_at(f.weights, io).vectorize(v.j, vw, guard);
-    f.row_sum.compute_at(f.weights, io);
-    f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
+    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(f.weights, io));
 }
 
 // softmax_attend: the weights as above, and out = e.V / row sum in the same
@@ -63,6 +72,39 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
     // a block of variable rows kept a guard per row in every tile.
     att.compute_at(out, io).bound_extent(v.i, prm.query_block);
     tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows});
+    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+}
+
+// softmax_attend_mean: as softmax_attend, but parallel over batch and query
+// block only, with the block's heads (rh) in turn inside: each head's
+// weights add into the block's mean (f.weights, an update over rh) and its
+// product with V is written (out, an update over rh too, fused with it), so
+// the per-head weights stay in L2 and only their mean reaches memory. K is
+// transposed once per batch for every head (per block and head it would be
+// transposed L / query_block times over).
+inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
+                                         const ScoreVars &v, Halide::RDom rj, Halide::RDom rh, Halide::Expr has_masks,
+                                         const MaskedSoftmaxParams &prm, int tile_rows) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var io("io"), ii("ii");
+    auto blocks = [&](Stage s, Var inner) {
+        s.split(v.i, io, ii, prm.query_block, guard)
+            .reorder(inner, ii, rh.x, io, v.n)
+            .parallel(v.n)
+            .parallel(io)
+            .vectorize(inner, prm.vector_width, guard);
+    };
+    Stage mean = f.weights.update(), written = out.update();
+    blocks(mean, v.j);
+    blocks(written, v.d);
+    written.compute_with(mean, rh.x);
+    f.sc.kt.compute_at(f.weights, v.n).parallel(v.h);
+    schedule_key_transpose(f.sc.kt, v, prm.vector_width);
+    pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
+    schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk);
+    att.compute_at(out, rh.x).bound_extent(v.i, prm.query_block);
+    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows, prm.key_chunk});
     att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
 }
 

@@ -10,11 +10,14 @@
 
 namespace hmha_gen::schedules::cpu {
 
+// key_chunk (a multiple of 2 vectors; 0: none): the tiles run a chunk of keys
+// at a time for every query of the block, so that chunk of K^T is read from L1
+// by each row of tiles instead of the head's whole K^T streaming past each.
 inline void schedule_register_tiled_scores(Halide::Func score, const AttentionScore &sc, const ScoreVars &v,
-                                           Halide::Expr has_masks, int vw) {
+                                           Halide::Expr has_masks, int vw, int key_chunk = 0) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var jo("jo"), ji("ji"), it("it"), iti("iti");
+    Var jo("jo"), ji("ji"), it("it"), iti("iti"), jc("jc");
     for (Stage s : {score.specialize(!has_masks), Stage(score)}) {
         s.split(v.j, jo, ji, 2 * vw, guard)
             .split(v.i, it, iti, 4, guard)
@@ -22,6 +25,7 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
             .vectorize(ji, vw)
             .unroll(ji)
             .unroll(iti);
+        if (key_chunk > 0) s.split(jo, jc, jo, key_chunk / (2 * vw), guard).reorder(ji, iti, jo, it, jc);
     }
     // Constant-size tiles even where the last one is partial; keys round up
     // (they are read through a clamp).
@@ -33,11 +37,7 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
         .vectorize(v.j, vw, TailStrategy::RoundUp)
         .unroll(v.j)
         .unroll(v.i);
-    dot.update()
-        .reorder(v.j, v.i, sc.rd.x)
-        .vectorize(v.j, vw, TailStrategy::RoundUp)
-        .unroll(v.j)
-        .unroll(v.i);
+    dot.update().reorder(v.j, v.i, sc.rd.x).vectorize(v.j, vw, TailStrategy::RoundUp).unroll(v.j).unroll(v.i);
 }
 
 // Keys transposed per head, kt(j, d), rows of `keys` (the keys the scores
