@@ -143,9 +143,9 @@ void fail(const std::string &what) {
     g_failures++;
 }
 
-// Forward with need_weights false (linear, sdpa) and true (linear,
-// softmax_attend, head_mean) against the reference; odd sizes for the
-// vector tails, a key_padding_mask and a causal case.
+// Forward with need_weights false (linear, sdpa) and true (linear, then
+// softmax_attend_mean averaging or softmax_attend per head) against the
+// reference; odd sizes for the vector tails, a key_padding_mask and a causal case.
 void run_cases() {
     struct Case {
         int64_t E, H, L, S, N;
@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
         std::printf("kernel %zu:%s -> %s\n", i + 1, line.c_str(), choice.c_str());
         chosen.insert(choice);
     }
-    // linear, sdpa, softmax_attend, head_mean: each asks once per process.
+    // linear, sdpa, softmax_attend_mean, softmax_attend: each asks once per process.
     if (kernels.size() != 4) fail("expected 4 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 

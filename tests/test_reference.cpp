@@ -400,11 +400,12 @@ TEST_CASE("reference: fused sdpa at key counts around both shape classes' key bl
     }
 }
 
-// The CPU's need_weights kernel (softmax_attend) computes whole query blocks,
-// reading q and the masks through a clamp past the last query, and the runtime
-// calls it per chunk of 1024 queries: query counts around every query block
-// the tuner may pick (8 to 128) and across a chunk boundary, with per-query
-// masks, causal rows and appended keys.
+// The CPU's need_weights kernels (softmax_attend, and softmax_attend_mean when
+// averaging) compute whole query blocks, reading q and the masks through a
+// clamp past the last query, and the runtime calls them per chunk of 1024
+// queries: query counts around every query block the tuner may pick (8 to 128)
+// and across a chunk boundary, with per-query masks, causal rows and appended
+// keys.
 TEST_CASE("reference: need_weights at query counts around the query blocks and the query chunk", "[reference]") {
     uint32_t seed = 9500;
     for (int64_t L : {1, 3, 7, 9, 17, 31, 33, 63, 65, 127, 129, 1029})
@@ -422,6 +423,31 @@ TEST_CASE("reference: need_weights at query counts around the query blocks and t
             c.causal = variant == 1;
             c.add_bias_kv = variant == 2;
             c.add_zero_attn = variant == 2;
+            c.hide_p = 0.2;
+            run_case(c, seed++);
+        }
+}
+
+// softmax_attend_mean runs its Q.K^T and e.V a chunk of keys at a time
+// (key_chunk, 128 to 512 as the tuner may pick): key counts around those
+// chunks, with the averaged weights, masks, padding and appended keys, and a
+// head_dim that is not a multiple of the vector width.
+TEST_CASE("reference: averaged need_weights at key counts around the key chunks", "[reference]") {
+    uint32_t seed = 9700;
+    for (int64_t S : {1, 2, 31, 33, 127, 128, 129, 255, 257, 511, 512, 513, 1030})
+        for (int variant = 0; variant < 2; variant++) {
+            Case c;
+            c.E = variant == 0 ? 64 : 36;
+            c.H = variant == 0 ? 2 : 3;
+            c.L = variant == 0 ? 5 : 34;
+            c.S = S;
+            c.N = 2;
+            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.weights = Weights::Averaged;
+            c.mask = variant == 0 ? MaskKind::Float2D : MaskKind::Bool3D;
+            c.pad = variant == 1 ? PadKind::Bool : PadKind::None;
+            c.add_bias_kv = variant == 1;
+            c.add_zero_attn = variant == 1;
             c.hide_p = 0.2;
             run_case(c, seed++);
         }
