@@ -692,9 +692,10 @@ def write_report(data, md_path, chart_paths, command):
     w("Speed-up is the implementation's time divided by ours (above 1: ours is faster). "
       "Autoscheduled rows run the same generators with no hand schedule, in a driver that mirrors "
       "runtime/src/mha.cpp (bench/peers/kernel_mha.cpp); 'ours' kernels, bench driver' is that driver with our kernels. "
-      "With need_weights, the driver runs masked_softmax then attend, the two kernels the autoschedulers can schedule; "
-      "the runtime runs them fused on the CPU (softmax_attend, which no autoscheduler takes: it has two outputs "
-      "computed in one loop nest).")
+      "With need_weights, the driver runs masked_softmax, attend and head_mean, the kernels the autoschedulers can "
+      "schedule; the runtime runs them fused on the CPU (softmax_attend_mean, which averages the heads' weights "
+      "without writing them, or softmax_attend for per-head weights; no autoscheduler takes these: each has two "
+      "outputs computed in one loop nest).")
     w("")
     for shape in SHAPES:
         n, l, s, e, h = shape
