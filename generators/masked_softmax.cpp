@@ -120,8 +120,14 @@ private:
     SoftmaxDefs s_;
 };
 
-class SoftmaxAttend : public Generator<SoftmaxAttend> {
+// What softmax_attend and softmax_attend_mean share: params, inputs, the
+// softmax and its product with V (their outputs differ).
+template <typename T>
+class SoftmaxAttendBase : public Generator<T> {
 public:
+    template <typename X>
+    using Input = GeneratorInput<X>;  // Generator<T>'s alias is a dependent name here
+
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
 
@@ -135,62 +141,58 @@ public:
     Input<bool> causal{"causal"};
     Input<bool> has_masks{"has_masks"};
     Input<float> scale{"scale"};
-    Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
-    Output<Buffer<float, 4>> out{"out"};          // (D, H, L, N)
 
-    void generate() {
-        if (get_target().has_gpu_feature() || using_autoscheduler()) {
-            throw std::invalid_argument("softmax_attend: CPU schedule only (GPUs run masked_softmax and attend)");
+protected:
+    // The softmax (q and the masks read through a clamp on the query axis)
+    // and att = e.V / row sum; CPU only.
+    void define_softmax_attend(const char *name) {
+        const Target t = this->get_target();
+        if (t.has_gpu_feature() || this->using_autoscheduler()) {
+            throw std::invalid_argument(std::string(name) + ": CPU schedule only (GPUs run masked_softmax, attend "
+                                        "and head_mean)");
         }
-        s_.define(*this, get_target(), true);
-        const ScoreVars &x = s_.v;
-        weights(x.j, x.i, x.h, x.n) = s_.weight();
+        s_.define(*this, t, true);
         s_.define_attend(acc, att, v);
-        out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
-
         set_score_input_estimates(*this);
         v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-
-        const Target t = get_target();
-        const int vw = schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
-        schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
-                                                {query_block, vw}, schedules::cpu::register_tile_rows(t));
     }
 
-private:
+    int vw() const {
+        const Target t = this->get_target();
+        return schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
+    }
+
     SoftmaxDefs s_;
     Func acc{"acc"}, att{"att"};
 };
 
-class SoftmaxAttendMean : public Generator<SoftmaxAttendMean> {
+class SoftmaxAttend : public SoftmaxAttendBase<SoftmaxAttend> {
 public:
-    GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
-    GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
-    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 65536};     // 0 = whole rows
-
-    Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
-    Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
-    Input<Buffer<float, 4>> v{"v"};                              // (D, H, S', N)
-    Input<Buffer<float, 4>> attn_mask{"attn_mask"};              // (S, L, H, N)
-    Input<Buffer<uint8_t, 4>> attn_mask_bool{"attn_mask_bool"};  // (S, L, H, N)
-    Input<Buffer<float, 2>> key_padding{"key_padding"};          // (S, N)
-    Input<int> masked_keys{"masked_keys"};
-    Input<bool> causal{"causal"};
-    Input<bool> has_masks{"has_masks"};
-    Input<float> scale{"scale"};
-    Output<Buffer<float, 3>> mean{"mean"};  // (S', L, N): the weights averaged over heads
-    Output<Buffer<float, 4>> out{"out"};    // (D, H, L, N)
+    Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
+    Output<Buffer<float, 4>> out{"out"};          // (D, H, L, N)
 
     void generate() {
-        if (get_target().has_gpu_feature() || using_autoscheduler()) {
-            throw std::invalid_argument(
-                "softmax_attend_mean: CPU schedule only (GPUs run masked_softmax, attend and head_mean)");
-        }
-        s_.define(*this, get_target(), true);
+        define_softmax_attend("softmax_attend");
         const ScoreVars &x = s_.v;
-        s_.define_attend(acc, att, v);
+        weights(x.j, x.i, x.h, x.n) = s_.weight();
+        out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
+        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+
+        schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
+                                                {query_block, vw()}, schedules::cpu::register_tile_rows(get_target()));
+    }
+};
+
+class SoftmaxAttendMean : public SoftmaxAttendBase<SoftmaxAttendMean> {
+public:
+    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 65536};  // 0 = whole rows
+    Output<Buffer<float, 3>> mean{"mean"};                     // (S', L, N): the weights averaged over heads
+    Output<Buffer<float, 4>> out{"out"};                       // (D, H, L, N)
+
+    void generate() {
+        define_softmax_attend("softmax_attend_mean");
+        const ScoreVars &x = s_.v;
         // Both outputs are written head by head (rh), so that a schedule can
         // run a query block's heads one after the other: the first head
         // overwrites what the mean's buffer held, the others add. likely()
@@ -214,21 +216,13 @@ public:
         Expr never = rh.x < 0;
         out(x.d, rh, x.i, x.n) = select(never, out(x.d, max(rh.x - 1, 0), x.i, x.n), att(x.d, x.i, rh, x.n));
 
-        set_score_input_estimates(*this);
-        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
         mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
         out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
 
-        const Target t = get_target();
-        const int vw = schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
         schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
-                                                     {query_block, vw, key_chunk},
-                                                     schedules::cpu::register_tile_rows(t));
+                                                     {query_block, vw(), key_chunk},
+                                                     schedules::cpu::register_tile_rows(get_target()));
     }
-
-private:
-    SoftmaxDefs s_;
-    Func acc{"acc"}, att{"att"};
 };
 
 }  // namespace hmha_gen
