@@ -12,11 +12,11 @@
 //                        block's heads run one after the other and add into
 //                        the block's mean, so per-head weights never reach
 //                        memory.
-#include "schedules/cpu/masked_softmax.h"
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/attend.h"
 #include "schedules/cpu/defaults.h"
+#include "schedules/cpu/masked_softmax.h"
 #include "schedules/gpu/masked_softmax.h"
 
 namespace hmha_gen {
@@ -65,9 +65,13 @@ struct SoftmaxDefs {
 
     // A division per element (a reciprocal per row was within noise on x86;
     // it once gave NaN on AArch64, from the -inf fold that max_or_zero avoids).
-    Expr weight() const { return select(den > 0.0f, e(v.j, v.i, v.h, v.n) / den, 0.0f); }
+    Expr weight() const {
+        return select(den > 0.0f, e(v.j, v.i, v.h, v.n) / den, 0.0f);
+    }
 
-    schedules::cpu::MaskedSoftmaxFuncs cpu_funcs(Func weights) const { return {weights, row_max, row_sum, e, sc}; }
+    schedules::cpu::MaskedSoftmaxFuncs cpu_funcs(Func weights) const {
+        return {weights, row_max, row_sum, e, sc};
+    }
 
     // att(d, i, h, n) = sum_j w * v: the unnormalised exponentials times V
     // (acc), divided once per output.
@@ -112,8 +116,7 @@ public:
         }
         schedules::cpu::schedule_masked_softmax(
             s_.cpu_funcs(weights), s_.v, s_.rj, has_masks,
-            {query_block,
-             schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
+            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
     }
 
 private:
@@ -192,6 +195,12 @@ public:
 
     void generate() {
         define_softmax_attend("softmax_attend_mean");
+        // The Q.K^T tiles are 2 vectors of keys wide, so a chunk is whole tiles.
+        if (key_chunk % (2 * vw()) != 0) {
+            throw std::invalid_argument("softmax_attend_mean: key_chunk: expected 0 or a multiple of " +
+                                        std::to_string(2 * vw()) + " (2 vectors), got " +
+                                        std::to_string((int)key_chunk));
+        }
         const ScoreVars &x = s_.v;
         // Both outputs are written head by head (rh), so that a schedule can
         // run a query block's heads one after the other: the first head

@@ -150,9 +150,7 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int to : quick ? std::vector<int>{48, 64} : std::vector<int>{32, 48, 64, 96})
             for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
                 for (int ur : quick ? std::vector<int>{4} : std::vector<int>{2, 4, 6})
-                    add({{"tile_o", std::to_string(to)},
-                         {"tile_r", std::to_string(tr)},
-                         {"unroll_r", std::to_string(ur)}});
+                    add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
     } else if (kernel == "sdpa") {
         for (int kb : quick ? std::vector<int>{128, 256} : std::vector<int>{64, 128, 256, 512})
             for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
@@ -208,9 +206,7 @@ int main(int argc, char **argv) {
     std::vector<std::string> kernels = kAllKernels;
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     auto usage = [] {
-        std::fprintf(
-            stderr,
-            "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
+        std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -227,8 +223,8 @@ int main(int argc, char **argv) {
                 if (!is_kernel(k)) {
                     std::string known;
                     for (const auto &name : kAllKernels) known += (known.empty() ? "" : ", ") + name;
-                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected one of %s)\n", k.c_str(),
-                                 known.c_str());
+                    std::fprintf(stderr, "hmha_tune: --kernels: unknown kernel '%s' (expected one of %s)\n",
+                                 k.c_str(), known.c_str());
                     return 2;
                 }
             }
@@ -280,8 +276,8 @@ int main(int argc, char **argv) {
         const double best = sum[w], base = sum[0];
         const Params winner = variants[w];
         char line[512];
-        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx) over %s\n", kernel.c_str(),
-                      describe(winner).c_str(), best, base, base / best, class_names.c_str());
+        std::snprintf(line, sizeof(line), "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx) over %s\n",
+                      kernel.c_str(), describe(winner).c_str(), best, base, base / best, class_names.c_str());
         table += line;
         json += "    \"" + kernel + "\": {";
         bool first = true;

@@ -24,8 +24,9 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // Queries per sdpa call when causal blocks are skipped (see forward()).
 constexpr int64_t kCausalQueryChunk = 256;
 // Queries per softmax_attend or softmax_attend_mean call (GPU: masked_softmax,
-// attend and head_mean round) in the need_weights path. Each call transposes every head's keys again, so
-// shorter chunks cost more: 128 was 1.3x slower at (1, 4096, 4096, 512, 8).
+// attend and head_mean round) in the need_weights path. Each call transposes
+// every head's keys again, so shorter chunks cost more: 128 was 1.3x slower at
+// (1, 4096, 4096, 512, 8).
 constexpr int64_t kWeightsQueryChunk = 1024;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)

@@ -37,7 +37,11 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
         .vectorize(v.j, vw, TailStrategy::RoundUp)
         .unroll(v.j)
         .unroll(v.i);
-    dot.update().reorder(v.j, v.i, sc.rd.x).vectorize(v.j, vw, TailStrategy::RoundUp).unroll(v.j).unroll(v.i);
+    dot.update()
+        .reorder(v.j, v.i, sc.rd.x)
+        .vectorize(v.j, vw, TailStrategy::RoundUp)
+        .unroll(v.j)
+        .unroll(v.i);
 }
 
 // Keys transposed per head, kt(j, d), rows of `keys` (the keys the scores
