@@ -909,7 +909,7 @@ def targets(data, head_rows):
                    f"outputs + weights: " + ("**met**" if ratio <= TARGET_MEM else "**missed**")
                    + f" ({mib(last['peak_delta'])} MiB peak = {ratio:.2f}x of {mib(last['essential_bytes'])} MiB).")
         if ratio > TARGET_MEM:
-            n, l, s_, e, h = last["shape"]
+            _, _, s_, e, h = last["shape"]
             d = e // h
             group = min(h, -(-64 // d))
             per_head = 4.0 * 2 * s_ * group * d
@@ -918,8 +918,7 @@ def targets(data, head_rows):
                        f"one head group's K^T and V ({group} x {d} columns, {mib(per_head)} MiB), so "
                        f"{mib(last['essential_bytes'])} + {mib(per_head)} = "
                        f"{mib(last['essential_bytes'] + per_head)} MiB expected, {mib(last['peak_delta'])} measured; "
-                       f"the budget is {mib(TARGET_MEM * last['essential_bytes'])} MiB. A measured peak above the "
-                       "expected one is held by the process, not the runtime (bench/README.md, --dump).")
+                       f"the budget is {mib(TARGET_MEM * last['essential_bytes'])} MiB.")
     def vs_ours(impls):
         """(cases ours beats, cases it does not), each (the peer's record, peer ms / our ms), over the shape cases."""
         won, lost = [], []
