@@ -21,6 +21,7 @@ public:
     GeneratorParam<int> gpu_threads_o{"gpu_threads_o", 64, 1, 1024};
     GeneratorParam<int> gpu_threads_r{"gpu_threads_r", 4, 1, 1024};
     GeneratorParam<int> gpu_rows_per_thread{"gpu_rows_per_thread", 4, 1, 64};
+    GeneratorParam<int> gpu_cols_per_thread{"gpu_cols_per_thread", 1, 1, 16};
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
     Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
@@ -42,7 +43,8 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
-            schedules::gpu::schedule_linear(y, prod, o, r, rk, {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread});
+            schedules::gpu::schedule_linear(y, prod, o, r, rk,
+                                            {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread, gpu_cols_per_thread});
             return;
         }
         using namespace schedules::cpu;

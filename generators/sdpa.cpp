@@ -24,6 +24,7 @@ public:
     GeneratorParam<int> gpu_key_block{"gpu_key_block", 32, 1, 1024};  // shared memory: runtime/src/mha.cpp kGpuFusedMaxHeadDim
     GeneratorParam<int> gpu_query_block{"gpu_query_block", 8, 1, 64};
     GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
+    GeneratorParam<bool> gpu_keys_transposed_shared{"gpu_keys_transposed_shared", true};  // schedules/gpu/sdpa.h
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
@@ -118,7 +119,8 @@ public:
         }
         if (gpu) {
             schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
-            schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb, {gpu_key_block, gpu_query_block, gpu_threads_d});
+            schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb,
+                                          {gpu_key_block, gpu_query_block, gpu_threads_d, gpu_keys_transposed_shared});
             return;
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};

@@ -355,6 +355,8 @@ TEST_CASE("errors: an unavailable device is reported by name", "[errors]") {
 
     // With no NVIDIA device node CUDA cannot be available, whatever the build.
     const bool maybe_cuda = std::filesystem::exists("/dev/nvidiactl") || std::filesystem::exists("/dev/nvidia0");
+    CHECK_NOTHROW(hmha::synchronize(hmha::Device::CPU));
+    if (!maybe_cuda) CHECK_ERROR_MENTIONS(hmha::synchronize(hmha::Device::CUDA), "device", "cuda");
     for (hmha::Device dev : {hmha::Device::CUDA, hmha::Device::OpenCL}) {
         hmha::Options o = opts(8, 2);
         o.device = dev;

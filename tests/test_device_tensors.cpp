@@ -53,6 +53,18 @@ hmha::Tensor upload(const hmha::Tensor &host, std::vector<std::shared_ptr<Halide
     return hmha::Tensor::wrap_device(d, native_handle_of(d, b->raw_buffer()), host.shape(), host.dtype());
 }
 
+// A host copy made through the tensor's native handle alone, as other code
+// that reads device outputs would (not Tensor::to_host).
+hmha::Tensor read_in_place(const hmha::Tensor &dev) {
+    hmha::Tensor host(dev.shape());
+    Halide::Runtime::Buffer<uint8_t> b(host.bytes(), (int)host.nbytes());
+    REQUIRE(b.device_wrap_native(interface_of(test_device()), dev.native_handle()) == 0);
+    b.set_device_dirty();
+    REQUIRE(b.copy_to_host() == 0);
+    REQUIRE(b.device_detach_native() == 0);
+    return host;
+}
+
 hmha::Tensor random_tensor(std::vector<int64_t> shape, std::mt19937 &rng, float scale = 1.0f) {
     hmha::Tensor t(std::move(shape));
     std::normal_distribution<float> nd(0.0f, scale);
@@ -119,6 +131,9 @@ TEST_CASE("device tensors: inputs on the device give the host path's outputs on 
                 REQUIRE(got.attn_output.device() == test_device());
                 REQUIRE(got.attn_output.f32() == nullptr);
                 REQUIRE(got.attn_output.native_handle() != 0);
+                // What an app does with a device output: wait, then read it in place.
+                hmha::synchronize(test_device());
+                require_equal(read_in_place(got.attn_output), want.attn_output);
                 require_equal(got.attn_output.to_host(), want.attn_output);
                 REQUIRE(got.attn_output_weights.has_value() == need_weights);
                 if (need_weights) {

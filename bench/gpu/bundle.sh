@@ -32,6 +32,11 @@ for bin in "${bins[@]}"; do
         esac
     done
 done
+# The device tool carries at most 64 MiB with the working tree: the libraries
+# travel compressed (OpenBLAS alone is 36 MiB), and run.sh unpacks them.
+tar -C "$bundle" -cJf "$bundle/lib.tar.xz" lib
+rm -rf "$bundle/lib"
 git rev-parse --short HEAD > "$bundle/commit"
+git diff --quiet HEAD || echo "(with uncommitted changes)" >> "$bundle/commit"
 du -sh "$bundle"
 echo "bundle ready: run bench/gpu/run.sh on the GPU machine with .gpu-bundle carried"

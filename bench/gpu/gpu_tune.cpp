@@ -3,7 +3,10 @@
 // winners to a JSON file that the build reads as that family's params.
 //
 //   hmha_gpu_tune --device cuda|opencl [--out schedules/tuned/cuda.json] [--quick]
-//                 [--verbose] [--shapes N,L,S,E,H[;...]]
+//                 [--verbose] [--shapes N,L,S,E,H[;...]] [--times FILE]
+//
+// --times writes every timed (kernel, shape, variant) as one JSON line (ms: the
+// best round's median), for bench/gpu/compare.py.
 //
 // Every variant's output is checked against the CPU kernel's on the same
 // inputs before it is timed; a variant that fails (a launch the device refuses,
@@ -163,12 +166,12 @@ extern "C" void halide_error(void *, const char *msg) {
 }
 
 int main(int argc, char **argv) {
-    std::string family, out_path;
+    std::string family, out_path, times_path;
     bool quick = false, verbose = false;
     std::vector<Shape> shapes;
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_gpu_tune --device cuda|opencl [--out FILE] [--quick] [--verbose] "
-                             "[--shapes N,L,S,E,H;...]\n");
+                             "[--shapes N,L,S,E,H;...] [--times FILE]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -177,6 +180,8 @@ int main(int argc, char **argv) {
             family = argv[++i];
         } else if (a == "--out" && i + 1 < argc) {
             out_path = argv[++i];
+        } else if (a == "--times" && i + 1 < argc) {
+            times_path = argv[++i];
         } else if (a == "--quick") {
             quick = true;
         } else if (a == "--verbose") {
@@ -222,6 +227,7 @@ int main(int argc, char **argv) {
         by_kernel[v.kernel].push_back(&v);
     }
     std::string json = "{\n  \"target\": \"" + family + "\",\n  \"kernels\": {\n";
+    std::string times;
     std::string table;
     int failures = 0;
     for (size_t ki = 0; ki < order.size(); ki++) {
@@ -282,7 +288,16 @@ int main(int argc, char **argv) {
                 }
             }
             for (size_t i = 0; i < variants.size(); i++) {
-                if (why[i].empty()) sum[i] += best[i];
+                if (why[i].empty()) {
+                    sum[i] += best[i];
+                    char rec[512];
+                    std::snprintf(rec, sizeof(rec),
+                                  "{\"device\": \"%s\", \"kernel\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, "
+                                  "%lld], \"params\": \"%s\", \"ms\": %.6g}\n",
+                                  family.c_str(), kernel.c_str(), (long long)s.N, (long long)s.L, (long long)s.S,
+                                  (long long)s.E, (long long)s.H, variants[i]->params, best[i]);
+                    times += rec;
+                }
                 if (verbose) {
                     std::printf("  %-15s %-22s %-55s %s\n", kernel.c_str(), s.name().c_str(),
                                 *variants[i]->params ? variants[i]->params : "(defaults)",
@@ -321,6 +336,7 @@ int main(int argc, char **argv) {
     json += "  }\n}\n";
     std::printf("device %s; each kernel's time summed over its shapes\n%s", family.c_str(), table.c_str());
     std::ofstream(out_path) << json;
+    if (!times_path.empty()) std::ofstream(times_path) << times;
     std::printf("wrote %s\n", out_path.c_str());
     return failures ? 1 : 0;
 }

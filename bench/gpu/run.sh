@@ -5,19 +5,21 @@
 #   machine.txt        nvidia-smi and the bundle's commit
 #   tests-cuda.log     the device-independent suites on CUDA (reference, PyTorch
 #                      fixtures, semantics, device tensors); exit code at the end
-#   tests-cpu.log      the CPU suites on that machine's CPU
-#   bench-cuda.json    the MHA forward on CUDA (Google Benchmark JSON)
-#   torch-cuda.txt     PyTorch nn.MultiheadAttention and F.scaled_dot_product_attention,
-#                      float32, same GPU, same run
-#   gpu-tune.log       every GPU kernel variant of the schedule sweep, checked
-#   cuda.json          and timed; the winners: copy to schedules/tuned/cuda.json
-#                      here and rebuild for the tuned CUDA kernels
+#   gpu-tune.log       every GPU kernel variant of the schedule sweep at the
+#   gpu-times.jsonl    issue's shapes, checked and timed (one JSON line each);
+#   cuda.json          the winners: copy to schedules/tuned/cuda.json here and
+#                      rebuild (bundle.sh) for the tuned CUDA kernels
+#   compare.log        ours against PyTorch nn.MultiheadAttention and F.sdpa,
+#   compare.jsonl      float32, same GPU, same run (bench/gpu/compare.py); the
+#                      table ends the output
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
+# HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.gpu-bundle"
 out=${OUT:-$root/bench/results/gpu-$(date +%F)}
 mkdir -p "$out"
+if [ -f "$bundle/lib.tar.xz" ] && [ ! -d "$bundle/lib" ]; then tar -C "$bundle" -xJf "$bundle/lib.tar.xz"; fi
 export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
 export HMHA_GOLDEN_DIR="$root/tests/golden"
 cd "$root"
@@ -29,20 +31,24 @@ cd "$root"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,memory.total --format=csv
 } > "$out/machine.txt" 2>&1
 
-"$bundle/hmha_tests" --hmha-device=cuda "[reference],[golden],[semantics],[device]" > "$out/tests-cuda.log" 2>&1
-cuda_rc=$?
-echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
-"$bundle/hmha_tests" "~[device]~[cli]~[install]" > "$out/tests-cpu.log" 2>&1
-echo "exit code $?" >> "$out/tests-cpu.log"
+cuda_rc=0
+if [ "${HMHA_GPU_RUN:-all}" != compare ]; then
+    timeout 150 "$bundle/hmha_tests" --hmha-device=cuda "[reference],[golden],[semantics],[device]" \
+        > "$out/tests-cuda.log" 2>&1
+    cuda_rc=$?
+    echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
+    tail -3 "$out/tests-cuda.log"
 
-"$bundle/hmha_bench" --hmha-device=cuda --benchmark_filter='mha_forward/N4_L512_S512_E512_H8/|mha_forward/N1_L4096_S4096_E512_H8/fused' \
-    --benchmark_repetitions=5 --benchmark_report_aggregates_only=true --benchmark_format=json \
-    > "$out/bench-cuda.json" 2> "$out/bench-cuda.log"
+    shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
+    timeout 200 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
+        --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1
+    echo "exit code $?" >> "$out/gpu-tune.log"
+    grep -A20 "^device cuda" "$out/gpu-tune.log"
+fi
 
-PYTHONUNBUFFERED=1 python3 bench/peers/torch_mha.py --device cuda > "$out/torch-cuda.txt" 2>&1
-
-"$bundle/hmha_gpu_tune" --device cuda --verbose --out "$out/cuda.json" > "$out/gpu-tune.log" 2>&1
-echo "exit code $?" >> "$out/gpu-tune.log"
-
-tail -3 "$out/tests-cuda.log"
+PYTHONUNBUFFERED=1 timeout 230 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
+    --times "$out/gpu-times.jsonl" --out "$out" > "$out/compare.log" 2>&1
+echo "exit code $?" >> "$out/compare.log"
+sed -n '/^MHA forward/,$p' "$out/compare.log"
+tail -2 "$out/compare.log"
 exit $cuda_rc

@@ -146,6 +146,11 @@ void check_status(const char *kernel, int status) {
     }
 }
 
+void synchronize(Device device) {
+    if (device == Device::CPU) return;
+    check_status("synchronize", halide_device_sync_global(nullptr, kernels_for(device).device));
+}
+
 Tensor Tensor::to_host() const {
     if (device_ == Device::CPU) return *this;
     Tensor t = Tensor::uninitialized(shape_, dtype_);

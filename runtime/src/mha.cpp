@@ -112,10 +112,31 @@ void project(const KernelSet &ks, Projection &p, HBuf &x, HBuf &y) {
 // allocation through its native handle), and outputs are copied back.
 struct DeviceViews {
     const KernelSet &ks;
+    // Device copies that views made by input() read; freed with the views.
+    mutable std::vector<std::shared_ptr<void>> keep;
 
+    // A host view, as a kernel input. On a GPU, a view that repeats its data
+    // along zero-stride dimensions (the absent masks, a 2-D mask over heads and
+    // batches) goes up as its data alone, in one copy, and is viewed there with
+    // the same strides: Halide copies the view itself one row per repeat
+    // (measured on an H100: 200 ms of a 1 ms forward at N = 4, L = 512, H = 8).
     template <typename T>
     Halide::Runtime::Buffer<T> input(Halide::Runtime::Buffer<T> b) const {
-        if (ks.device) b.set_host_dirty();
+        if (!ks.device) return b;
+        std::vector<halide_dimension_t> dense;
+        for (int i = 0; i < b.dimensions(); i++) {
+            if (b.dim(i).stride() != 0) dense.push_back(b.raw_buffer()->dim[i]);
+        }
+        if ((int)dense.size() == b.dimensions()) {
+            b.set_host_dirty();
+            return b;
+        }
+        auto data = std::make_shared<Halide::Runtime::Buffer<T>>(b.data(), (int)dense.size(), dense.data());
+        data->set_host_dirty();
+        check_status("copy_to_device", data->copy_to_device(ks.device));
+        keep.push_back(data);
+        check_status("wrap input", b.device_wrap_native(ks.device, ks.native_handle(nullptr, data->raw_buffer())));
+        b.set_device_dirty();
         return b;
     }
     // A view of an input tensor, on the host or already on this device.
@@ -557,7 +578,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
 
     const KernelSet &ks = *m.kernels;
-    const DeviceViews dv{ks};
+    const DeviceViews dv{ks, {}};
     // Outputs live where the query does: on the host, or on the module's device
     // (then owned by the returned Tensor through device_owner_).
     const bool device_out = query.device() != Device::CPU;

@@ -1,9 +1,12 @@
 // GPU schedule for the projection y(o, r) = b(o) + sum_k Wt(o, k) x(k, r).
 // API-neutral (gpu_blocks / gpu_threads only): the same schedule compiles for
-// CUDA and OpenCL. Each thread owns one output feature o for rows_per_thread
-// rows, accumulating in registers; a block is threads_o x threads_r threads.
-// Consecutive threads read consecutive o of Wt (coalesced); x(k, r) is a
-// broadcast within a warp.
+// CUDA and OpenCL. Each thread owns cols_per_thread adjacent output features o
+// for rows_per_thread rows, accumulating in registers; a block is
+// threads_o x threads_r threads. With one feature per thread consecutive
+// threads read consecutive o of Wt (coalesced) and x(k, r) is a broadcast
+// within a warp; more features per thread (a register tile, as in Halide's
+// apps/cuda_mat_mul) load fewer values per multiply-add: cols + rows loads for
+// cols * rows of them at each k.
 #pragma once
 
 #include "Halide.h"
@@ -11,27 +14,30 @@
 namespace hmha_gen::schedules::gpu {
 
 struct LinearParams {
-    int threads_o, threads_r, rows_per_thread;
+    int threads_o, threads_r, rows_per_thread, cols_per_thread;
 };
 
 inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r, Halide::RVar rk,
                             const LinearParams &p) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
-    Var oo("oo"), oi("oi"), ro("ro"), ri("ri"), rii("rii");
-    y.split(o, oo, oi, p.threads_o, guard)
+    Var oo("oo"), oi("oi"), oii("oii"), ro("ro"), ri("ri"), rii("rii");
+    y.split(o, oo, oi, p.threads_o * p.cols_per_thread, guard)
         .split(r, ro, ri, p.threads_r * p.rows_per_thread, guard)
-        .split(ri, ri, rii, p.rows_per_thread, guard)
-        .reorder(rii, oi, ri, oo, ro)
-        .gpu_blocks(oo, ro)
-        .gpu_threads(oi, ri)
-        .unroll(rii);
+        .split(ri, ri, rii, p.rows_per_thread, guard);
+    if (p.cols_per_thread > 1) {
+        y.split(oi, oi, oii, p.cols_per_thread, guard).reorder(oii, rii, oi, ri, oo, ro).unroll(oii);
+    } else {
+        y.reorder(rii, oi, ri, oo, ro);
+    }
+    y.gpu_blocks(oo, ro).gpu_threads(oi, ri).unroll(rii);
     prod.compute_at(y, oi)
-        .bound_storage(o, 1)
+        .bound_storage(o, p.cols_per_thread)
         .bound_storage(r, p.rows_per_thread)
         .store_in(MemoryType::Register)
+        .unroll(o)
         .unroll(r);
-    prod.update().reorder(r, o, rk).unroll(r);
+    prod.update().reorder(o, r, rk).unroll(o).unroll(r);
 }
 
 }  // namespace hmha_gen::schedules::gpu

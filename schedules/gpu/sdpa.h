@@ -15,6 +15,11 @@ namespace hmha_gen::schedules::gpu {
 
 struct SdpaParams {
     int key_block, query_block, threads_d;
+    // The key block in shared memory key-fastest, rows padded to key_block + 1:
+    // the score loop's threads (consecutive keys) then read consecutive banks.
+    // Stored d-fastest (false), consecutive keys are head_dim words apart, one
+    // bank for the whole warp at head_dim 64.
+    bool keys_transposed_shared;
 };
 
 struct SdpaFuncs {
@@ -42,6 +47,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     // Per key block, all at the scan step (block level), each with its own threads.
     f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
     // Every producer uses the same threads_d x query_block thread shape.
     f.kc.split(v.d, dO, di, td, guard)
         .split(v.j, jo, ji, prm.query_block, guard)

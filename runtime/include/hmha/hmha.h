@@ -33,6 +33,12 @@ const char *to_string(DType d);
 const char *to_string(Device d);
 // "cpu", "cuda", "opencl"; throws Error for anything else.
 Device parse_device(const std::string &name);
+// Waits until the work this library queued on `device` has finished. On a GPU,
+// forward() returns once its kernels are queued (device outputs may still be
+// being written; to_host() waits by itself): call this before reading device
+// outputs through native_handle() from other code, or to time forward(). A
+// no-op for Device::CPU; throws Error for a device this build or machine lacks.
+void synchronize(Device device);
 
 // A dense, row-major tensor (PyTorch's layout). It either owns its storage or
 // views memory the caller keeps alive (Tensor::wrap). Copies share storage.

@@ -1,0 +1,149 @@
+"""Ours against PyTorch on one GPU, in one run (issue 4's GPU targets); run by
+bench/gpu/run.sh on the GPU machine, with the python that has torch:
+
+    python3 bench/gpu/compare.py --bench .gpu-bundle/hmha_bench --times DIR/gpu-times.jsonl --out DIR
+
+The MHA forward at each shape of issue 4 (need_weights false and true, causal,
+and cross-attention at the first shape): ours (`hmha_bench --case ours
+--hmha-device=cuda --dump`: inputs already on the device, outputs left there,
+every call synchronized), then torch.nn.MultiheadAttention and F.sdpa with
+F.linear projections on the same inputs and parameters (torch_mha.run_case,
+float32, checked against our output before they are timed).
+
+The SDPA kernel alone, at each shape (no mask): ours from hmha_gpu_tune's
+--times (every variant of the sweep, each checked against the CPU kernel; the
+first is the untuned defaults, the best is what a build with the tuned file
+runs), F.scaled_dot_product_attention on random (N, H, L, D) inputs here.
+
+Writes OUT/compare.jsonl (one record per measurement) and prints the table.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import torch_mha  # noqa: E402
+
+
+def cases():
+    for shape in torch_mha.SHAPES:
+        yield shape, False, False, False
+        yield shape, True, False, False
+        yield shape, False, True, False
+    yield torch_mha.SHAPES[0], False, False, True
+
+
+def name_of(shape, nw, causal, cross):
+    n, l, s, e, h = shape
+    return f"N{n}_L{l}_S{s}_E{e}_H{h}" + ("/need_weights" if nw else "/fused") + ("/causal" if causal else "") + (
+        "/cross" if cross else "")
+
+
+def run_ours(bench, shape, nw, causal, cross, ref, min_time):
+    cmd = [bench, "--case", "ours", "--hmha-device=cuda", "--shape", ",".join(map(str, shape)), "--dump", ref,
+           "--min-time", str(min_time), "--min-reps", "5"]
+    cmd += ["--need-weights"] * nw + ["--causal"] * causal + ["--cross"] * cross
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"impl": "ours", "ok": False, "error": f"exit {p.returncode}: {p.stderr.strip()[-400:]}"}
+    return json.loads(lines[-1])
+
+
+def run_torch(impl, ref, min_time):
+    args = argparse.Namespace(case=impl, ref=ref, min_time=min_time, min_reps=5)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        torch_mha.run_case(args)
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def torch_sdpa_ms(shape, min_time):
+    n, l, s, e, h = shape
+    d = e // h
+    q = torch.randn(n, h, l, d, device="cuda")
+    k, v = torch.randn(n, h, s, d, device="cuda"), torch.randn(n, h, s, d, device="cuda")
+    with torch.inference_mode():
+        def run():
+            F.scaled_dot_product_attention(q, k, v)
+            torch.cuda.synchronize()
+
+        return torch_mha.time_runs(run, 2, 5, min_time)[0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", required=True, help="hmha_bench built with the CUDA family")
+    ap.add_argument("--times", help="hmha_gpu_tune --times output (the SDPA kernel's variants)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--min-time", type=float, default=0.5)
+    args = ap.parse_args()
+    torch_mha.DEVICE = "cuda"
+    torch.manual_seed(0)
+    os.makedirs(args.out, exist_ok=True)
+    recs = []
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, float32 matmul precision "
+          f"{torch.get_float32_matmul_precision()} (allow_tf32 {torch.backends.cuda.matmul.allow_tf32})", flush=True)
+    rows = []
+    for shape, nw, causal, cross in cases():
+        name = name_of(shape, nw, causal, cross)
+        ref = os.path.join("/tmp/hmha-compare", name.replace("/", "_"))
+        os.makedirs(ref, exist_ok=True)
+        got = {"ours": run_ours(args.bench, shape, nw, causal, cross, ref, args.min_time)}
+        if got["ours"].get("ok"):
+            got["mha"] = run_torch("mha", ref, args.min_time)
+            if not nw:
+                got["sdpa"] = run_torch("sdpa", ref, args.min_time)
+        for impl, r in got.items():
+            r.update(case=name, device="cuda")
+            recs.append(r)
+        ms = {k: (r["ms"] if r.get("ok") else None) for k, r in got.items()}
+        errs = "; ".join(f"{k}: {r.get('error')}" for k, r in got.items() if not r.get("ok"))
+        rows.append((name, ms.get("ours"), ms.get("mha"), ms.get("sdpa"), errs))
+        print(f"{name:45s} " + " ".join(f"{k}={v:.3f}" for k, v in ms.items() if v) + (f"  [{errs}]" if errs else ""),
+              flush=True)
+
+    sdpa_rows = []
+    variants = []
+    if args.times and os.path.exists(args.times):
+        with open(args.times) as f:
+            variants = [json.loads(ln) for ln in f if ln.strip()]
+    for shape in torch_mha.SHAPES:
+        mine = [v for v in variants if v["kernel"] == "sdpa" and v["shape"] == list(shape)]
+        default = next((v["ms"] for v in mine if v["params"] == ""), None)
+        best = min(mine, key=lambda v: v["ms"]) if mine else None
+        t = torch_sdpa_ms(shape, args.min_time)
+        rec = {"impl": "torch F.sdpa (kernel)", "kernel": "sdpa", "shape": list(shape), "ms": t, "ok": True,
+               "device": "cuda"}
+        recs.append(rec)
+        sdpa_rows.append((shape, default, best, t))
+
+    with open(os.path.join(args.out, "compare.jsonl"), "w") as f:
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+
+    def ratio(peer, ours):
+        return f"{peer / ours:5.2f}x" if peer and ours else "   - "
+
+    print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster)")
+    print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s}")
+    for name, o, m, s, errs in rows:
+        fmt = lambda v: f"{v:9.3f}" if v else f"{'-':>9s}"  # noqa: E731
+        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)}")
+    print("\nSDPA kernel alone (no mask), ms; ratio = F.sdpa / ours")
+    print(f"{'shape':30s} {'defaults':>9s} {'best':>9s} {'F.sdpa':>9s} {'ratio':>6s}  best params")
+    for shape, d, b, t in sdpa_rows:
+        bms = b["ms"] if b else None
+        fmt = lambda v: f"{v:9.3f}" if v else f"{'-':>9s}"  # noqa: E731
+        print(f"{str(shape):30s} {fmt(d)} {fmt(bms)} {fmt(t)} {ratio(t, bms)}  {b['params'] if b else ''}")
+
+
+if __name__ == "__main__":
+    main()
