@@ -116,7 +116,8 @@ def main():
         with open(args.times) as f:
             variants = [json.loads(ln) for ln in f if ln.strip()]
     for shape in torch_mha.SHAPES:
-        mine = [v for v in variants if v["kernel"] == "sdpa" and v["shape"] == list(shape)]
+        mine = [v for v in variants
+                if v["kernel"] == "sdpa" and v["shape"] == list(shape) and v.get("valid", True)]
         default = next((v["ms"] for v in mine if v["params"] == ""), None)
         best = min(mine, key=lambda v: v["ms"]) if mine else None
         t = torch_sdpa_ms(shape, args.min_time)

@@ -6,7 +6,8 @@
 //                 [--verbose] [--shapes N,L,S,E,H[;...]] [--times FILE]
 //
 // --times writes every timed (kernel, shape, variant) as one JSON line (ms: the
-// best round's median), for bench/gpu/compare.py.
+// best round's median; valid: false for a variant that failed a check), for
+// bench/gpu/compare.py.
 //
 // Every variant's output is checked against the CPU kernel's on the same
 // inputs before it is timed; a variant that fails (a launch the device refuses,
@@ -235,6 +236,7 @@ int main(int argc, char **argv) {
         const auto &variants = by_kernel[kernel];
         const bool uses_weights = kernel == "attend" || kernel == "head_mean" || kernel == "masked_softmax";
         std::vector<double> sum(variants.size(), 0.0);
+        std::vector<std::vector<std::string>> timed_at(variants.size());  // --times records, per variant
         std::vector<std::string> why(variants.size());
         // sdpa variants must also run (untimed) at head_dim 128, the widest head
         // the runtime gives the fused kernel on a GPU (its shared memory grows with it).
@@ -292,17 +294,24 @@ int main(int argc, char **argv) {
                     sum[i] += best[i];
                     char rec[512];
                     std::snprintf(rec, sizeof(rec),
-                                  "{\"device\": \"%s\", \"kernel\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, "
-                                  "%lld], \"params\": \"%s\", \"ms\": %.6g}\n",
-                                  family.c_str(), kernel.c_str(), (long long)s.N, (long long)s.L, (long long)s.S,
-                                  (long long)s.E, (long long)s.H, variants[i]->params, best[i]);
-                    times += rec;
+                                  "\"kernel\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, %lld], \"params\": \"%s\", "
+                                  "\"ms\": %.6g",
+                                  kernel.c_str(), (long long)s.N, (long long)s.L, (long long)s.S, (long long)s.E,
+                                  (long long)s.H, variants[i]->params, best[i]);
+                    timed_at[i].push_back(rec);
                 }
                 if (verbose) {
                     std::printf("  %-15s %-22s %-55s %s\n", kernel.c_str(), s.name().c_str(),
                                 *variants[i]->params ? variants[i]->params : "(defaults)",
                                 why[i].empty() ? (std::to_string(best[i]) + " ms").c_str() : why[i].c_str());
                 }
+            }
+        }
+        // A variant that failed a later check (head_dim 128) is marked: it can never win.
+        for (size_t i = 0; i < variants.size(); i++) {
+            for (const std::string &rec : timed_at[i]) {
+                times += "{\"device\": \"" + family + "\", " + rec + ", \"valid\": " +
+                         (why[i].empty() ? "true" : "false") + "}\n";
             }
         }
         size_t w = variants.size();

@@ -20,16 +20,106 @@ struct SdpaParams {
     // Stored d-fastest (false), consecutive keys are head_dim words apart, one
     // bank for the whole warp at head_dim 64.
     bool keys_transposed_shared;
+    // One thread per query (schedule_sdpa_query_rows): threads_d is unused,
+    // and `unroll` keys (scores) or head dims (P.V) per step are kept in registers.
+    bool thread_per_query;
+    int unroll;
+    bool stage_queries;  // thread_per_query: the block's queries in shared memory (else read from q)
+    // thread_per_query: each thread's (max, sum, accumulator) state in its own
+    // (local) memory, bounded by max_head_dim, and no shared memory at all: keys
+    // and values are read from global memory, the same address across a warp.
+    bool thread_state;
+    int max_head_dim;
+    // Threads over (d, i) (the default schedule): each score's dot product
+    // unrolled by dot_unroll over d, and each state element's P.V sum kept in a
+    // register (pv_registers) instead of a shared (d, i) block read and written
+    // at every key.
+    int dot_unroll;
+    bool pv_registers;
 };
 
 struct SdpaFuncs {
     Halide::Func out, state, block_max, block_sum, block_pv, p, score;
     AttentionScore sc;
     Halide::Func kc, vc;
+    Halide::Func q_in;  // the queries as the scores read them (a wrapper of q)
 };
+
+// A block per (query block, head, batch) of query_block threads, thread i
+// owning query i: each key block's keys and values are staged in shared
+// memory (loaded along d, coalesced), then every thread computes its own row
+// of scores (`unroll` keys at a time in registers; the block's queries sit in
+// shared memory, query-fastest), its block max, exponentials and exp-sum, and
+// updates its state, `unroll` head dims at a time with their P.V sums in
+// registers. The keys and values a warp reads are the same for all its
+// threads (broadcasts), the per-query data is query-fastest (one bank per
+// thread): no bank conflicts and no thread idle between barriers.
+inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::RDom rb,
+                                     Halide::Var jj, Halide::Var kb, const SdpaParams &prm) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    const int qb = prm.query_block, u = prm.unroll;
+    Var io("io"), ii("ii"), dO("dO"), di("di"), jo("jo"), ji("ji");
+
+    f.out.split(v.i, io, ii, qb, guard).reorder(v.d, ii, v.h, io, v.n).gpu_blocks(io, v.h, v.n).gpu_threads(ii);
+    if (prm.thread_state) {
+        f.state.compute_at(f.out, ii)
+            .store_in(MemoryType::Stack)
+            .bound_storage(v.d, prm.max_head_dim)
+            .bound_storage(v.i, 1);
+        f.state.update().split(v.d, dO, di, u, guard).reorder(di, dO, rb).unroll(di);
+        f.score.compute_at(f.state, rb).bound_storage(v.j, prm.key_block).bound_storage(v.i, 1);
+        // Every loop over the key block unrolled, so that the scores and
+        // exponentials can stay in registers (constant indices).
+        f.score.split(v.j, jo, ji, u, guard).reorder(ji, jo).unroll(ji).unroll(jo);
+        f.sc.dot.compute_at(f.score, jo).store_in(MemoryType::Register).bound_storage(v.j, u).unroll(v.j);
+        f.sc.dot.update().reorder(v.j, f.sc.rd).unroll(v.j);
+        f.block_max.compute_at(f.state, rb);
+        f.block_max.update().unroll(rj);
+        f.p.compute_at(f.state, rb).bound_storage(jj, prm.key_block).unroll(jj);
+        f.block_sum.compute_at(f.state, rb);
+        f.block_sum.update().unroll(rj);
+        f.block_pv.compute_at(f.state, dO).store_in(MemoryType::Register).bound_storage(v.d, u).unroll(v.d);
+        f.block_pv.update().reorder(v.d, rj).unroll(v.d).unroll(rj);
+        return;
+    }
+    f.state.compute_at(f.out, v.h).store_in(MemoryType::GPUShared).reorder_storage(v.i, v.d, v.h, v.n);
+    f.state.reorder(v.d, v.i).gpu_threads(v.i);
+    f.state.update().split(v.d, dO, di, u, guard).reorder(di, dO, v.i, rb).gpu_threads(v.i).unroll(di);
+    // q_in wraps q(d, h, i, n): its vars are _0 (d), _1 (h), _2 (i), _3 (n).
+    if (prm.stage_queries) {
+        f.q_in.compute_at(f.out, v.h).store_in(MemoryType::GPUShared).reorder_storage(_2, _0, _1, _3);
+        f.q_in.reorder(_0, _2).gpu_threads(_2);
+    }
+
+    f.kc.compute_at(f.state, rb)
+        .store_in(MemoryType::GPUShared)
+        .reorder_storage(v.j, v.d, v.h, v.n)
+        .bound_storage(v.j, prm.key_block + 1);
+    f.kc.split(v.d, dO, di, qb, guard).reorder(dO, v.j, di).gpu_threads(di);
+    f.vc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    f.vc.split(v.d, dO, di, qb, guard).reorder(dO, v.j, di).gpu_threads(di);
+
+    f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, v.j, v.h, v.n);
+    f.score.split(v.j, jo, ji, u, guard).reorder(ji, jo, v.i).gpu_threads(v.i).unroll(ji);
+    f.sc.dot.compute_at(f.score, jo).store_in(MemoryType::Register).bound_storage(v.j, u).unroll(v.j);
+    f.sc.dot.update().reorder(v.j, f.sc.rd).unroll(v.j);
+    f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
+    f.block_max.update().gpu_threads(v.i);
+    f.p.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, jj, kb, v.h, v.n);
+    f.p.reorder(jj, v.i).gpu_threads(v.i);
+    f.block_sum.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
+    f.block_sum.update().gpu_threads(v.i);
+    f.block_pv.compute_at(f.state, dO).store_in(MemoryType::Register).bound_storage(v.d, u).unroll(v.d);
+    f.block_pv.update().reorder(v.d, rj).unroll(v.d);
+}
 
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
                           Halide::RDom rb, const SdpaParams &prm) {
+    if (prm.thread_per_query) {
+        schedule_sdpa_query_rows(f, v, rj, rb, jj, kb, prm);
+        return;
+    }
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     const int td = prm.threads_d;
@@ -61,6 +151,15 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     f.p.split(jj, jo, ji, td, guard).reorder(jo, ji, v.i).gpu_threads(ji, v.i);
     f.block_sum.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
     f.block_sum.update().gpu_threads(v.i);
+    if (prm.dot_unroll > 1) {
+        RVar rdo("rdo"), rdi("rdi");
+        f.sc.dot.update().split(f.sc.rd.x, rdo, rdi, prm.dot_unroll, guard).unroll(rdi);
+    }
+    if (prm.pv_registers) {
+        f.block_pv.compute_at(f.state, dO).store_in(MemoryType::Register);
+        f.block_pv.update().unroll(rj.x, 4);
+        return;
+    }
     f.block_pv.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.block_pv.split(v.d, dO, di, td, guard).reorder(dO, di, v.i).gpu_threads(di, v.i);
     f.block_pv.update().split(v.d, dO, di, td, guard).reorder(dO, di, rj.x, v.i).gpu_threads(di, v.i);
