@@ -27,7 +27,6 @@ public:
     GeneratorParam<bool> gpu_keys_transposed_shared{"gpu_keys_transposed_shared", true};  // schedules/gpu/sdpa.h
     GeneratorParam<bool> gpu_thread_per_query{"gpu_thread_per_query", false};
     GeneratorParam<int> gpu_unroll{"gpu_unroll", 4, 1, 16};
-    GeneratorParam<bool> gpu_stage_queries{"gpu_stage_queries", false};
     GeneratorParam<bool> gpu_thread_state{"gpu_thread_state", false};
     GeneratorParam<int> gpu_max_head_dim{"gpu_max_head_dim", 128, 1, 1024};  // runtime/src/mha.cpp kGpuFusedMaxHeadDim
     GeneratorParam<int> gpu_dot_unroll{"gpu_dot_unroll", 1, 1, 16};
@@ -125,12 +124,10 @@ public:
             return;
         }
         if (gpu) {
-            // The scores' reads of q, as a Func the schedule can stage (inlined otherwise).
-            Func q_in = q.in(sc.dot);
-            schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc, q_in};
+            schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
             schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb,
                                           {gpu_key_block, gpu_query_block, gpu_threads_d, gpu_keys_transposed_shared,
-                                           gpu_thread_per_query, gpu_unroll, gpu_stage_queries, gpu_thread_state,
+                                           gpu_thread_per_query, gpu_unroll, gpu_thread_state,
                                            gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers});
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,

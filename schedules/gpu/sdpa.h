@@ -1,11 +1,19 @@
-// GPU schedule for the fused SDPA (flash-style). A block per (query block,
-// head, batch) of threads_d x query_block threads; thread (d, i) updates the
-// (max, sum, accumulator) state of its elements, kept in shared memory. The scan over key blocks runs at block level; at each step the
-// block's keys are staged in shared memory (loaded with threads along d, so
-// coalesced), the threads compute the key_block x query_block scores, the
-// per-query block max / exp-sum, the exponentials and P.V into shared memory,
-// and then every thread rescales its state. Memory is O(key_block x D) shared
-// per block: no L x S' buffer exists. API-neutral: compiles for CUDA and OpenCL.
+// GPU schedules for the fused SDPA (flash-style). API-neutral: they compile
+// for CUDA and OpenCL. No L x S' buffer exists in any of them.
+//
+// schedule_sdpa (the default): a block per (query block, head, batch) of
+// threads_d x query_block threads; thread (d, i) updates the (max, sum,
+// accumulator) state of its elements, kept in shared memory. The scan over key
+// blocks runs at block level; at each step the block's keys are staged in
+// shared memory (loaded with threads along d, so coalesced), the threads
+// compute the key_block x query_block scores, the per-query block max /
+// exp-sum and the exponentials into shared memory, and then every thread
+// rescales its state with its P.V sum (in shared memory, or computed in a
+// register right there: pv_registers, 1.9x on an H100). Shared memory is
+// O((key_block + query_block) x D) per block.
+//
+// schedule_sdpa_query_rows (thread_per_query): one thread per query; measured
+// slower on an H100 (bench/results/h100-2026-11-26.md), faster on PoCL.
 #pragma once
 
 #include "Halide.h"
@@ -24,7 +32,6 @@ struct SdpaParams {
     // and `unroll` keys (scores) or head dims (P.V) per step are kept in registers.
     bool thread_per_query;
     int unroll;
-    bool stage_queries;  // thread_per_query: the block's queries in shared memory (else read from q)
     // thread_per_query: each thread's (max, sum, accumulator) state in its own
     // (local) memory, bounded by max_head_dim, and no shared memory at all: keys
     // and values are read from global memory, the same address across a warp.
@@ -42,18 +49,19 @@ struct SdpaFuncs {
     Halide::Func out, state, block_max, block_sum, block_pv, p, score;
     AttentionScore sc;
     Halide::Func kc, vc;
-    Halide::Func q_in;  // the queries as the scores read them (a wrapper of q)
 };
 
 // A block per (query block, head, batch) of query_block threads, thread i
 // owning query i: each key block's keys and values are staged in shared
 // memory (loaded along d, coalesced), then every thread computes its own row
-// of scores (`unroll` keys at a time in registers; the block's queries sit in
-// shared memory, query-fastest), its block max, exponentials and exp-sum, and
+// of scores (`unroll` keys at a time in registers, its query read from q), its
+// block max, exponentials and exp-sum, and
 // updates its state, `unroll` head dims at a time with their P.V sums in
 // registers. The keys and values a warp reads are the same for all its
-// threads (broadcasts), the per-query data is query-fastest (one bank per
-// thread): no bank conflicts and no thread idle between barriers.
+// threads (broadcasts), the per-query data in shared memory is query-fastest
+// (one bank per thread): no bank conflicts and no thread idle between barriers.
+// (Staging the block's queries in shared memory too, through a wrapper of q,
+// gave wrong results on PoCL on 2026-11-26 and was taken out.)
 inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::RDom rb,
                                      Halide::Var jj, Halide::Var kb, const SdpaParams &prm) {
     using namespace Halide;
@@ -86,11 +94,6 @@ inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RD
     f.state.compute_at(f.out, v.h).store_in(MemoryType::GPUShared).reorder_storage(v.i, v.d, v.h, v.n);
     f.state.reorder(v.d, v.i).gpu_threads(v.i);
     f.state.update().split(v.d, dO, di, u, guard).reorder(di, dO, v.i, rb).gpu_threads(v.i).unroll(di);
-    // q_in wraps q(d, h, i, n): its vars are _0 (d), _1 (h), _2 (i), _3 (n).
-    if (prm.stage_queries) {
-        f.q_in.compute_at(f.out, v.h).store_in(MemoryType::GPUShared).reorder_storage(_2, _0, _1, _3);
-        f.q_in.reorder(_0, _2).gpu_threads(_2);
-    }
 
     f.kc.compute_at(f.state, rb)
         .store_in(MemoryType::GPUShared)
