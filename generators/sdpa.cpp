@@ -131,7 +131,7 @@ public:
                                            gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers});
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,
-                                    "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);
+                                "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);
             }
             return;
         }

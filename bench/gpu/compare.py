@@ -133,16 +133,17 @@ def main():
     def ratio(peer, ours):
         return f"{peer / ours:5.2f}x" if peer and ours else "   - "
 
+    def fmt(ms):
+        return f"{ms:9.3f}" if ms else f"{'-':>9s}"
+
     print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster)")
     print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s}")
     for name, o, m, s, errs in rows:
-        fmt = lambda v: f"{v:9.3f}" if v else f"{'-':>9s}"  # noqa: E731
         print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)}")
     print("\nSDPA kernel alone (no mask), ms; ratio = F.sdpa / ours")
     print(f"{'shape':30s} {'defaults':>9s} {'best':>9s} {'F.sdpa':>9s} {'ratio':>6s}  best params")
     for shape, d, b, t in sdpa_rows:
         bms = b["ms"] if b else None
-        fmt = lambda v: f"{v:9.3f}" if v else f"{'-':>9s}"  # noqa: E731
         print(f"{str(shape):30s} {fmt(d)} {fmt(bms)} {fmt(t)} {ratio(t, bms)}  {b['params'] if b else ''}")
 
 

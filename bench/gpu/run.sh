@@ -49,6 +49,6 @@ fi
 PYTHONUNBUFFERED=1 timeout 230 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
     --times "$out/gpu-times.jsonl" --out "$out" > "$out/compare.log" 2>&1
 echo "exit code $?" >> "$out/compare.log"
-sed -n '/^MHA forward/,$p' "$out/compare.log"
-tail -2 "$out/compare.log"
+# The tables (they end with the exit code), or the end of the log if they never came.
+if grep -q '^MHA forward' "$out/compare.log"; then sed -n '/^MHA forward/,$p' "$out/compare.log"; else tail -5 "$out/compare.log"; fi
 exit $cuda_rc
