@@ -22,6 +22,8 @@ public:
     GeneratorParam<int> gpu_threads_r{"gpu_threads_r", 4, 1, 1024};
     GeneratorParam<int> gpu_rows_per_thread{"gpu_rows_per_thread", 4, 1, 64};
     GeneratorParam<int> gpu_cols_per_thread{"gpu_cols_per_thread", 1, 1, 16};
+    GeneratorParam<bool> gpu_vector_loads{"gpu_vector_loads", false};  // schedules/gpu/linear.h
+    GeneratorParam<int> gpu_k_unroll{"gpu_k_unroll", 1, 1, 16};
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
     Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
@@ -43,8 +45,23 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
+            // CUDA only: the vectorized features' guarded tail (O not a multiple
+            // of cols_per_thread) becomes predicated vector code, which Halide
+            // 21's OpenCL C backend rejects ("Unhandled intrinsic in C backend:
+            // extract_mask_element"); OpenCL runs the same tiles unrolled.
+            const bool vector_loads = gpu_vector_loads && get_target().has_feature(Target::CUDA);
             schedules::gpu::schedule_linear(y, prod, o, r, rk,
-                                            {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread, gpu_cols_per_thread});
+                                            {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread, gpu_cols_per_thread,
+                                             vector_loads, gpu_k_unroll});
+            if (vector_loads) {
+                // Aligned vector loads of Wt need its rows 16-byte aligned: a
+                // whole allocation (the runtime's weights are) with a stride
+                // that is a multiple of 4, and output features numbered from 0.
+                // Other strides run the same schedule with scalar loads.
+                weight_t.set_host_alignment(16).dim(0).set_min(0);
+                y.dim(0).set_min(0);  // so that each thread's features start at a multiple of 4
+                y.specialize(weight_t.dim(1).stride() % 4 == 0);
+            }
             return;
         }
         using namespace schedules::cpu;

@@ -31,6 +31,9 @@ public:
     GeneratorParam<int> gpu_max_head_dim{"gpu_max_head_dim", 128, 1, 1024};  // runtime/src/mha.cpp kGpuFusedMaxHeadDim
     GeneratorParam<int> gpu_dot_unroll{"gpu_dot_unroll", 1, 1, 16};
     GeneratorParam<bool> gpu_pv_registers{"gpu_pv_registers", false};
+    GeneratorParam<int> gpu_tile_j{"gpu_tile_j", 1, 1, 16};  // register tiles: schedules/gpu/sdpa.h
+    GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 1, 1, 16};
+    GeneratorParam<int> gpu_tile_d{"gpu_tile_d", 1, 1, 16};
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
@@ -69,7 +72,11 @@ public:
             kc(v_.d, v_.h, v_.j, v_.n) = k(v_.d, v_.h, jc, v_.n);
         }
         vc(v_.d, v_.h, v_.j, v_.n) = v(v_.d, v_.h, jc, v_.n);
-        sc = define_masked_score(v_, q, kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
+        // GPU: queries past L (the last query tile of a register-tiled dot
+        // product) read the last query; their scores are never used.
+        Func qc("qc");
+        qc(v_.d, v_.h, v_.i, v_.n) = q(v_.d, v_.h, clamp(v_.i, 0, q.dim(2).extent() - 1), v_.n);
+        sc = define_masked_score(v_, gpu ? qc : Func(q), kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
                                  causal, scale, has_masks);
         Func score("score_padded");
         score(v_.j, v_.i, v_.h, v_.n) = select(v_.j < keys, sc.score(v_.j, v_.i, v_.h, v_.n), -inf);
@@ -124,11 +131,15 @@ public:
             return;
         }
         if (gpu) {
+            if ((int)gpu_key_block % (int)gpu_tile_j != 0 || (int)gpu_query_block % (int)gpu_tile_i != 0) {
+                throw std::invalid_argument("sdpa: gpu_tile_j must divide gpu_key_block and gpu_tile_i gpu_query_block");
+            }
             schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
             schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb,
                                           {gpu_key_block, gpu_query_block, gpu_threads_d, gpu_keys_transposed_shared,
                                            gpu_thread_per_query, gpu_unroll, gpu_thread_state,
-                                           gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers});
+                                           gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers, gpu_tile_j,
+                                           gpu_tile_i, gpu_tile_d});
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,
                                 "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);

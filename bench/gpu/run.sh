@@ -40,7 +40,7 @@ if [ "${HMHA_GPU_RUN:-all}" != compare ]; then
     tail -3 "$out/tests-cuda.log"
 
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
-    timeout 200 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
+    timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
         --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1
     echo "exit code $?" >> "$out/gpu-tune.log"
     grep -A20 "^device cuda" "$out/gpu-tune.log"

@@ -7,6 +7,14 @@
 // within a warp; more features per thread (a register tile, as in Halide's
 // apps/cuda_mat_mul) load fewer values per multiply-add: cols + rows loads for
 // cols * rows of them at each k.
+//
+// vector_loads: a thread's cols_per_thread features are loaded from Wt as one
+// vector (float4 for 4) instead of cols scalar loads 4 bytes apart across the
+// warp (which used 7.2 of every 32 bytes the L1 fetched on an H100:
+// bench/results/h100-2026-11-26.md). Wt must then be 16-byte aligned with a
+// row stride that is a multiple of 4 floats: the generator specializes on the
+// stride, and the runtime's weights are whole allocations. k_unroll: the
+// reduction over k unrolled, so several k's loads are in flight together.
 #pragma once
 
 #include "Halide.h"
@@ -15,6 +23,8 @@ namespace hmha_gen::schedules::gpu {
 
 struct LinearParams {
     int threads_o, threads_r, rows_per_thread, cols_per_thread;
+    bool vector_loads;
+    int k_unroll;
 };
 
 inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r, Halide::RVar rk,
@@ -35,9 +45,16 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
         .bound_storage(o, p.cols_per_thread)
         .bound_storage(r, p.rows_per_thread)
         .store_in(MemoryType::Register)
-        .unroll(o)
         .unroll(r);
-    prod.update().reorder(o, r, rk).unroll(o).unroll(r);
+    prod.update().reorder(o, r, rk).unroll(r);
+    if (p.vector_loads) {
+        prod.vectorize(o);
+        prod.update().vectorize(o);
+    } else {
+        prod.unroll(o);
+        prod.update().unroll(o);
+    }
+    if (p.k_unroll > 1) prod.update().unroll(rk, p.k_unroll, guard);
 }
 
 }  // namespace hmha_gen::schedules::gpu

@@ -43,6 +43,11 @@ struct SdpaParams {
     // at every key.
     int dot_unroll;
     bool pv_registers;
+    // Register tiles (schedule_sdpa_tiled, when any is above 1): each thread
+    // computes tile_j keys x tile_i queries of the scores and updates tile_d
+    // head dims x tile_i queries of the state, so every value it loads feeds
+    // several multiply-adds (tile_j + tile_i loads for tile_j * tile_i FMAs).
+    int tile_j, tile_i, tile_d;
 };
 
 struct SdpaFuncs {
@@ -117,10 +122,87 @@ inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RD
     f.block_pv.update().reorder(v.d, rj).unroll(v.d);
 }
 
+// The default schedule's structure (a block per query block and head; the
+// state in shared memory; the key block staged transposed in shared memory)
+// with register tiles: threads_d x (query_block / tile_i) threads. Thread
+// (dt, it) updates head dims dt * tile_d + [0, tile_d) (and threads_d *
+// tile_d further on, for larger heads) of queries it * tile_i + [0, tile_i),
+// its P.V sums in registers; for the scores the same threads cover the
+// key_block x query_block tile in tile_j x tile_i pieces, their dot products
+// in registers. The exponentials are stored query-fastest, so that a
+// thread's tile_i of them are adjacent.
+inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
+                                Halide::RDom rb, const SdpaParams &prm) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    const int td = prm.threads_d, ti = prm.tile_i, tj = prm.tile_j, tdd = prm.tile_d;
+    const int threads_i = std::max(1, prm.query_block / ti);
+    Var io("io"), ii("ii"), dO("dO"), di("di"), dv("dv"), it("it"), iv("iv"), jo("jo"), ji("ji"), jv("jv");
+
+    f.out.split(v.i, io, ii, prm.query_block, guard)
+        .split(v.d, dO, di, td, guard)
+        .reorder(dO, di, ii, v.h, io, v.n)
+        .gpu_blocks(io, v.h, v.n)
+        .gpu_threads(di, ii);
+
+    f.state.compute_at(f.out, v.h).store_in(MemoryType::GPUShared);
+    f.state.split(v.d, dO, di, td, guard).reorder(dO, di, v.i).gpu_threads(di, v.i);
+    f.state.update()
+        .split(v.d, dO, di, td * tdd, guard)
+        .split(di, di, dv, tdd, guard)
+        .split(v.i, it, iv, ti, guard)
+        .reorder(dv, iv, dO, di, it, rb)
+        .gpu_threads(di, it)
+        .unroll(dv)
+        .unroll(iv);
+    f.block_pv.compute_at(f.state, dO)
+        .store_in(MemoryType::Register)
+        .bound_storage(v.d, tdd)
+        .bound_storage(kb, 1)
+        .bound_storage(v.i, ti)
+        .bound_storage(v.h, 1)
+        .bound_storage(v.n, 1)
+        .unroll(v.d)
+        .unroll(v.i);
+    f.block_pv.update().reorder(v.d, v.i, rj.x).unroll(v.d).unroll(v.i);
+    if (prm.dot_unroll > 1) f.block_pv.update().unroll(rj.x, prm.dot_unroll, guard);
+
+    f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
+    f.kc.split(v.d, dO, di, td, guard).split(v.j, jo, ji, threads_i, guard).reorder(dO, di, jo, ji).gpu_threads(di, ji);
+
+    f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    f.score.split(v.j, ji, jv, tj, guard)
+        .split(v.i, it, iv, ti, guard)
+        .reorder(jv, iv, ji, it)
+        .gpu_threads(ji, it)
+        .unroll(jv)
+        .unroll(iv);
+    f.sc.dot.compute_at(f.score, ji)
+        .store_in(MemoryType::Register)
+        .bound_extent(v.j, tj)
+        .bound_extent(v.i, ti)
+        .unroll(v.j)
+        .unroll(v.i);
+    f.sc.dot.update().reorder(v.j, v.i, f.sc.rd.x).unroll(v.j).unroll(v.i);
+    if (prm.dot_unroll > 1) f.sc.dot.update().unroll(f.sc.rd.x, prm.dot_unroll, guard);
+
+    f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
+    f.block_max.update().gpu_threads(v.i);
+    f.p.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, jj, kb, v.h, v.n);
+    f.p.split(jj, jo, ji, td, guard).reorder(v.i, jo, ji).gpu_threads(ji);
+    f.block_sum.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
+    f.block_sum.update().gpu_threads(v.i);
+}
+
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
                           Halide::RDom rb, const SdpaParams &prm) {
     if (prm.thread_per_query) {
         schedule_sdpa_query_rows(f, v, rj, rb, jj, kb, prm);
+        return;
+    }
+    if (prm.tile_j > 1 || prm.tile_i > 1 || prm.tile_d > 1) {
+        schedule_sdpa_tiled(f, v, kb, jj, rj, rb, prm);
         return;
     }
     using namespace Halide;
