@@ -87,6 +87,11 @@ public:
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
+    GeneratorParam<int> gpu_key_tile{"gpu_key_tile", 0, 0, 1024};  // schedules/gpu/masked_softmax.h
+    GeneratorParam<int> gpu_query_tile{"gpu_query_tile", 16, 1, 1024};
+    GeneratorParam<int> gpu_tile_j{"gpu_tile_j", 4, 1, 16};
+    GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 2, 1, 16};
+    GeneratorParam<bool> gpu_split_rows{"gpu_split_rows", false};
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -100,7 +105,11 @@ public:
     Output<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
 
     void generate() {
-        s_.define(*this, get_target(), false);
+        const bool gpu_tiled = get_target().has_gpu_feature() && gpu_key_tile > 0 && !using_autoscheduler();
+        if (gpu_tiled && ((int)gpu_key_tile % (int)gpu_tile_j != 0 || (int)gpu_query_tile % (int)gpu_tile_i != 0)) {
+            throw std::invalid_argument("masked_softmax: gpu_tile_j must divide gpu_key_tile and gpu_tile_i gpu_query_tile");
+        }
+        s_.define(*this, get_target(), gpu_tiled);
         weights(s_.v.j, s_.v.i, s_.v.h, s_.v.n) = s_.weight();
 
         set_score_input_estimates(*this);
@@ -110,8 +119,9 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
-            schedules::gpu::schedule_masked_softmax({weights, s_.row_max, s_.row_sum, s_.e, s_.sc}, s_.v,
-                                                    {gpu_threads});
+            schedules::gpu::schedule_masked_softmax(
+                {weights, s_.row_max, s_.row_sum, s_.e, s_.sc, s_.rj}, s_.v,
+                {gpu_threads, gpu_key_tile, gpu_query_tile, gpu_tile_j, gpu_tile_i, gpu_split_rows});
             return;
         }
         schedules::cpu::schedule_masked_softmax(

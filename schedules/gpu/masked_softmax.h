@@ -12,11 +12,24 @@ namespace hmha_gen::schedules::gpu {
 
 struct MaskedSoftmaxParams {
     int threads;  // threads per row
+    // key_tile > 0: the scores as a tiled product (schedule_scores_tiled): a
+    // block per key_tile x query_tile tile, tile_j x tile_i scores per thread
+    // in registers, so a block reads its keys once for query_tile queries
+    // (from global memory through L1: staging them in shared memory would
+    // bound head_dim, which this unfused path must not, at 48 KiB a block). 0: a block per query row, one key per thread (each block
+    // then reads all of a head's keys, uncoalesced: 37 of the 44 ms at
+    // (1, 4096, 4096, 512, 8) on an H100, bench/results/h100-2026-11-26.md).
+    int key_tile, query_tile, tile_j, tile_i;
+    // Row max and sum: a block per row, `threads` threads each reducing a
+    // strided slice of the row (coalesced) and one thread the partial results
+    // (rfactor), instead of one thread per row walking it (uncoalesced).
+    bool split_rows;
 };
 
 struct MaskedSoftmaxFuncs {
     Halide::Func weights, row_max, row_sum, e;
     AttentionScore sc;
+    Halide::RDom rj;  // over the keys: the row reductions
 };
 
 inline void schedule_rowwise(Halide::Func f, const ScoreVars &v, int threads) {
@@ -41,12 +54,66 @@ inline void schedule_per_row(Halide::Func f, const ScoreVars &v, int threads) {
         .gpu_threads(ii);
 }
 
+// A row reduction f(i, h, n) over rj (split_rows): a block per row.
+inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars &v, int threads) {
+    using namespace Halide;
+    RVar rjo("rjo"), rji("rji");
+    Var u("u"), io("io"), ii("ii");
+    Func part = f.update().split(rj.x, rjo, rji, threads, TailStrategy::GuardWithIf).rfactor(rji, u);
+    f.compute_root()
+        .split(v.i, io, ii, threads, TailStrategy::GuardWithIf)
+        .gpu_blocks(io, v.h, v.n)
+        .gpu_threads(ii);
+    f.update().gpu_blocks(v.i, v.h, v.n);
+    part.compute_at(f, v.i).store_in(MemoryType::GPUShared).gpu_threads(u);
+    part.update().gpu_threads(u);
+}
+
+// The scores as a tiled product into their global scratch (key_tile > 0).
+// Past the last query the dot products read the last query (the generator
+// clamps the query axis); past the last key, the last key.
+inline void schedule_scores_tiled(MaskedSoftmaxFuncs f, const ScoreVars &v, const MaskedSoftmaxParams &prm) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    const int tj = prm.tile_j, ti = prm.tile_i;
+    Var jo("jo"), ji("ji"), jv("jv"), io("io"), ii("ii"), iv("iv"), hn("hn");
+    f.sc.score.compute_root()
+        .split(v.j, jo, ji, prm.key_tile, guard)
+        .split(v.i, io, ii, prm.query_tile, guard)
+        .split(ji, ji, jv, tj, guard)
+        .split(ii, ii, iv, ti, guard)
+        .reorder(jv, iv, ji, ii, jo, io, v.h, v.n)
+        .fuse(v.h, v.n, hn)
+        .gpu_blocks(jo, io, hn)
+        .gpu_threads(ji, ii)
+        .unroll(jv)
+        .unroll(iv);
+    f.sc.dot.compute_at(f.sc.score, ji)
+        .store_in(MemoryType::Register)
+        .bound_extent(v.j, tj)
+        .bound_extent(v.i, ti)
+        .bound_extent(v.h, 1)
+        .bound_extent(v.n, 1)
+        .unroll(v.j)
+        .unroll(v.i);
+    f.sc.dot.update().reorder(v.j, v.i, f.sc.rd.x).unroll(v.j).unroll(v.i).unroll(f.sc.rd.x, 4, guard);
+}
+
 inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, const MaskedSoftmaxParams &prm) {
     schedule_rowwise(f.weights, v, prm.threads);
-    f.sc.score.compute_root();
-    schedule_rowwise(f.sc.score, v, prm.threads);
-    schedule_per_row(f.row_max, v, prm.threads);
-    schedule_per_row(f.row_sum, v, prm.threads);
+    if (prm.key_tile > 0) {
+        schedule_scores_tiled(f, v, prm);
+    } else {
+        f.sc.score.compute_root();
+        schedule_rowwise(f.sc.score, v, prm.threads);
+    }
+    if (prm.split_rows) {
+        schedule_split_row(f.row_max, f.rj, v, prm.threads);
+        schedule_split_row(f.row_sum, f.rj, v, prm.threads);
+    } else {
+        schedule_per_row(f.row_max, v, prm.threads);
+        schedule_per_row(f.row_sum, v, prm.threads);
+    }
 }
 
 }  // namespace hmha_gen::schedules::gpu

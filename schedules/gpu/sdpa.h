@@ -190,7 +190,7 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
     f.block_max.update().gpu_threads(v.i);
     f.p.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, jj, kb, v.h, v.n);
-    f.p.split(jj, jo, ji, td, guard).reorder(v.i, jo, ji).gpu_threads(ji);
+    f.p.split(jj, ji, jv, tj, guard).split(v.i, it, iv, ti, guard).reorder(jv, iv, ji, it).gpu_threads(ji, it);
     f.block_sum.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
     f.block_sum.update().gpu_threads(v.i);
 }
