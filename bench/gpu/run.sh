@@ -12,6 +12,7 @@
 #   compare.log        ours against PyTorch nn.MultiheadAttention and F.sdpa,
 #   compare.jsonl      float32, same GPU, same run (bench/gpu/compare.py); the
 #                      table ends the output
+#   profile-*.txt      (HMHA_GPU_PROFILE=1) Nsight Compute, see the end
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table).
 set -uo pipefail
@@ -51,4 +52,18 @@ PYTHONUNBUFFERED=1 timeout 230 python3 bench/gpu/compare.py --bench "$bundle/hmh
 echo "exit code $?" >> "$out/compare.log"
 # The tables (they end with the exit code), or the end of the log if they never came.
 if grep -q '^MHA forward' "$out/compare.log"; then sed -n '/^MHA forward/,$p' "$out/compare.log"; else tail -5 "$out/compare.log"; fi
+# HMHA_GPU_PROFILE=1: Nsight Compute on the first forward (fused, then
+# need_weights) at (1, 4096, 4096, 512, 8): every kernel's throughput,
+# occupancy, launch shape and warp stall reasons.
+if [ "${HMHA_GPU_PROFILE:-0}" = 1 ] && command -v ncu > /dev/null; then
+    for nw in "" "--need-weights"; do
+        name=profile-1x4096x4096x512x8${nw:+-need-weights}.txt
+        timeout 150 ncu --launch-count 14 --section SpeedOfLight --section Occupancy --section LaunchStats \
+            --section SchedulerStats --section WarpStateStats \
+            --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+            "$bundle/hmha_bench" --case ours --hmha-device=cuda --shape 1,4096,4096,512,8 $nw \
+            --min-time 0 --min-reps 1 > "$out/$name" 2>&1
+        echo "$name: exit code $?"
+    done
+fi
 exit $cuda_rc

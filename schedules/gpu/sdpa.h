@@ -48,6 +48,9 @@ struct SdpaParams {
     // head dims x tile_i queries of the state, so every value it loads feeds
     // several multiply-adds (tile_j + tile_i loads for tile_j * tile_i FMAs).
     int tile_j, tile_i, tile_d;
+    // Tiled: each block max and exp-sum reduced by key_block / tile_j threads
+    // per query, then combined (instead of one thread per query).
+    bool split_block_reductions;
 };
 
 struct SdpaFuncs {
@@ -187,12 +190,24 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.sc.dot.update().reorder(v.j, v.i, f.sc.rd.x).unroll(v.j).unroll(v.i);
     if (prm.dot_unroll > 1) f.sc.dot.update().unroll(f.sc.rd.x, prm.dot_unroll, guard);
 
-    f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
-    f.block_max.update().gpu_threads(v.i);
     f.p.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, jj, kb, v.h, v.n);
     f.p.split(jj, ji, jv, tj, guard).split(v.i, it, iv, ti, guard).reorder(jv, iv, ji, it).gpu_threads(ji, it);
-    f.block_sum.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
-    f.block_sum.update().gpu_threads(v.i);
+    // The block max and exp-sum of each query: (key_block / tile_j) threads
+    // per query each reduce tile_j keys, then one reduces their results
+    // (rfactor), a chain of tile_j + key_block / tile_j steps, not key_block.
+    for (Func r : {f.block_max, f.block_sum}) {
+        r.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
+        if (!prm.split_block_reductions) {
+            r.update().gpu_threads(v.i);
+            continue;
+        }
+        RVar rjo("rjo"), rji("rji");
+        Var u("u");
+        Func part = r.update().split(rj.x, rjo, rji, tj, guard).rfactor(rjo, u);
+        r.update().gpu_threads(v.i);
+        part.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(u, v.i);
+        part.update().gpu_threads(u, v.i);
+    }
 }
 
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
