@@ -14,6 +14,8 @@ public:
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> gpu_threads_d{"gpu_threads_d", 32, 1, 1024};
     GeneratorParam<int> gpu_threads_i{"gpu_threads_i", 8, 1, 1024};
+    GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 1, 1, 16};  // schedules/gpu/attend.h
+    GeneratorParam<int> gpu_key_unroll{"gpu_key_unroll", 1, 1, 16};
 
     Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
     Input<Buffer<float, 4>> v{"v"};              // (D, H, S', N)
@@ -32,7 +34,8 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
-            schedules::gpu::schedule_attend(out, acc, d, i, h, n, rj, {gpu_threads_d, gpu_threads_i});
+            schedules::gpu::schedule_attend(out, acc, d, i, h, n, rj,
+                                            {gpu_threads_d, gpu_threads_i, gpu_tile_i, gpu_key_unroll});
             return;
         }
         const Target t = get_target();

@@ -14,7 +14,8 @@
 #                      table ends the output
 #   profile-*.txt      (HMHA_GPU_PROFILE=1) Nsight Compute, see the end
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
-# HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table).
+# HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
+# HMHA_GPU_RUN=final the sweep only (the tuned build's tests and table).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.gpu-bundle"
@@ -33,13 +34,15 @@ cd "$root"
 } > "$out/machine.txt" 2>&1
 
 cuda_rc=0
-if [ "${HMHA_GPU_RUN:-all}" != compare ]; then
+run=${HMHA_GPU_RUN:-all}  # all, compare (no tests, no sweep) or final (no sweep)
+if [ "$run" != compare ]; then
     timeout 150 "$bundle/hmha_tests" --hmha-device=cuda "[reference],[golden],[semantics],[device]" \
         > "$out/tests-cuda.log" 2>&1
     cuda_rc=$?
     echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
     tail -3 "$out/tests-cuda.log"
-
+fi
+if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
     timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
         --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1

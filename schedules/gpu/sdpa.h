@@ -142,14 +142,19 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     const int threads_i = std::max(1, prm.query_block / ti);
     Var io("io"), ii("ii"), dO("dO"), di("di"), dv("dv"), it("it"), iv("iv"), jo("jo"), ji("ji"), jv("jv");
 
+    // Every stage runs on the same threads_d x threads_i threads (a stage
+    // with more would enlarge the block, and its extra warps would only
+    // wait at the barriers: half the stalls on an H100 when `out` had
+    // threads_d x query_block).
     f.out.split(v.i, io, ii, prm.query_block, guard)
+        .split(ii, it, iv, ti, guard)
         .split(v.d, dO, di, td, guard)
-        .reorder(dO, di, ii, v.h, io, v.n)
+        .reorder(iv, dO, di, it, v.h, io, v.n)
         .gpu_blocks(io, v.h, v.n)
-        .gpu_threads(di, ii);
+        .gpu_threads(di, it);
 
     f.state.compute_at(f.out, v.h).store_in(MemoryType::GPUShared);
-    f.state.split(v.d, dO, di, td, guard).reorder(dO, di, v.i).gpu_threads(di, v.i);
+    f.state.split(v.d, dO, di, td, guard).split(v.i, it, iv, ti, guard).reorder(iv, dO, di, it).gpu_threads(di, it);
     f.state.update()
         .split(v.d, dO, di, td * tdd, guard)
         .split(di, di, dv, tdd, guard)
@@ -205,8 +210,9 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
         Var u("u");
         Func part = r.update().split(rj.x, rjo, rji, tj, guard).rfactor(rjo, u);
         r.update().gpu_threads(v.i);
-        part.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(u, v.i);
-        part.update().gpu_threads(u, v.i);
+        part.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+        part.split(v.i, it, iv, ti, guard).reorder(iv, u, it).gpu_threads(u, it);
+        part.update().split(v.i, it, iv, ti, guard).reorder(rji, iv, u, it).gpu_threads(u, it);
     }
 }
 
