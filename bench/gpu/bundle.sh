@@ -32,10 +32,13 @@ for bin in "${bins[@]}"; do
         esac
     done
 done
-# The device tool carries at most 64 MiB with the working tree: the libraries
-# travel compressed (OpenBLAS alone is 36 MiB), and run.sh unpacks them.
-tar -C "$bundle" -cJf "$bundle/lib.tar.xz" lib
-rm -rf "$bundle/lib"
+# The device tool carries at most 64 MiB with the working tree: the binaries
+# (hmha_gpu_tune alone holds over 100 kernel variants, 32 MiB) and libraries
+# (OpenBLAS alone is 36 MiB) travel compressed, and run.sh unpacks them.
+names=(lib)
+for bin in "${bins[@]}"; do names+=("$(basename "$bin")"); done
+tar -C "$bundle" -cJf "$bundle/payload.tar.xz" "${names[@]}"
+(cd "$bundle" && rm -rf "${names[@]}")
 git rev-parse --short HEAD > "$bundle/commit"
 git diff --quiet HEAD || echo "(with uncommitted changes)" >> "$bundle/commit"
 du -sh "$bundle"

@@ -21,7 +21,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.gpu-bundle"
 out=${OUT:-$root/bench/results/gpu-$(date +%F)}
 mkdir -p "$out"
-if [ -f "$bundle/lib.tar.xz" ] && [ ! -d "$bundle/lib" ]; then tar -C "$bundle" -xJf "$bundle/lib.tar.xz"; fi
+if [ -f "$bundle/payload.tar.xz" ] && [ ! -d "$bundle/lib" ]; then tar -C "$bundle" -xJf "$bundle/payload.tar.xz"; fi
 export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
 export HMHA_GOLDEN_DIR="$root/tests/golden"
 cd "$root"

@@ -32,7 +32,8 @@ constexpr int64_t kWeightsQueryChunk = 1024;
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
 // + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
 // qb = 8 (read from the generated .stmt): 35 KB at D = 128, under the 48 KB a
-// CUDA block gets by default. Wider heads take the unfused path (masked_softmax
+// CUDA block gets by default (the tuned register-tiled schedule, 32 keys x 16
+// queries: about 46 KB). Wider heads take the unfused path (masked_softmax
 // and attend, per query chunk) on a GPU. The GPU tuner (bench/gpu) only keeps
 // variants that also run at D = 128.
 constexpr int64_t kGpuFusedMaxHeadDim = 128;
