@@ -36,15 +36,8 @@
 #include <immintrin.h>
 #endif
 
-#include "HalideBuffer.h"
 #include "bench_common.h"
 #include "hmha/hmha.h"
-#if HMHA_HAVE_CUDA
-#include "HalideRuntimeCuda.h"
-#endif
-#if HMHA_HAVE_OPENCL
-#include "HalideRuntimeOpenCL.h"
-#endif
 #include "peers/blas_mha.h"
 #ifdef HMHA_BENCH_KERNEL_SETS
 #include "peers/kernel_mha.h"
@@ -69,32 +62,6 @@ struct Impl {
 // --hmha-device=cpu|cuda|opencl: the device of ours (the peers are CPU code).
 hmha::Device g_device = hmha::Device::CPU;
 hmha::Scratch g_scratch = hmha::Scratch::Auto;
-
-// A device copy of host floats (made with Halide's runtime, as an app would
-// with cudaMalloc or clCreateBuffer), viewed as a device tensor of `shape`.
-struct DeviceCopy {
-    Halide::Runtime::Buffer<float> buf;
-    hmha::Tensor tensor;
-};
-
-DeviceCopy to_device(hmha::Device d, const float *data, std::vector<int64_t> shape) {
-    const halide_device_interface_t *iface = nullptr;
-    uintptr_t (*native)(void *, halide_buffer_t *) = nullptr;
-#if HMHA_HAVE_CUDA
-    if (d == hmha::Device::CUDA) iface = halide_cuda_device_interface(), native = halide_cuda_get_device_ptr;
-#endif
-#if HMHA_HAVE_OPENCL
-    if (d == hmha::Device::OpenCL) iface = halide_opencl_device_interface(), native = halide_opencl_get_cl_mem;
-#endif
-    if (iface == nullptr) throw hmha::Error(std::string("this build has no ") + hmha::to_string(d) + " kernels");
-    int64_t n = 1;
-    for (int64_t e : shape) n *= e;
-    DeviceCopy c{Halide::Runtime::Buffer<float>(const_cast<float *>(data), (int)n), {}};
-    c.buf.set_host_dirty();
-    if (c.buf.copy_to_device(iface) != 0) throw hmha::Error(std::string("copy to ") + hmha::to_string(d) + " failed");
-    c.tensor = hmha::Tensor::wrap_device(d, native(nullptr, c.buf.raw_buffer()), std::move(shape));
-    return c;
-}
 
 class Ours : public Impl {
 public:
@@ -121,13 +88,12 @@ public:
         hmha::Tensor kv = hmha::Tensor::wrap(const_cast<float *>(in.key()), {s.N, s.S, s.E});
         if (g_device != hmha::Device::CPU) {
             if (dev_inputs_.empty() || dev_query_src_ != in.query.data()) {
-                dev_inputs_.clear();
-                dev_inputs_.push_back(to_device(g_device, in.query.data(), {s.N, s.L, s.E}));
-                if (in.key() != in.query.data()) dev_inputs_.push_back(to_device(g_device, in.key(), {s.N, s.S, s.E}));
+                dev_inputs_ = {q.to_device(g_device)};
+                if (in.key() != in.query.data()) dev_inputs_.push_back(kv.to_device(g_device));
                 dev_query_src_ = in.query.data();
             }
-            q = dev_inputs_.front().tensor;
-            kv = dev_inputs_.back().tensor;
+            q = dev_inputs_.front();
+            kv = dev_inputs_.back();
         }
         hmha::ForwardOptions f;
         f.need_weights = need_weights;
@@ -153,7 +119,7 @@ public:
 private:
     std::optional<hmha::MultiheadAttention> mha_;
     hmha::ForwardResult last_;
-    std::vector<DeviceCopy> dev_inputs_;
+    std::vector<hmha::Tensor> dev_inputs_;  // device copies of the inputs (Tensor::to_device)
     const float *dev_query_src_ = nullptr;
     mutable std::optional<hmha::Tensor> host_out_, host_weights_;  // host copies of device outputs, made when asked for
 };

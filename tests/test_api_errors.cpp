@@ -357,6 +357,9 @@ TEST_CASE("errors: an unavailable device is reported by name", "[errors]") {
     const bool maybe_cuda = std::filesystem::exists("/dev/nvidiactl") || std::filesystem::exists("/dev/nvidia0");
     CHECK_NOTHROW(hmha::synchronize(hmha::Device::CPU));
     if (!maybe_cuda) CHECK_ERROR_MENTIONS(hmha::synchronize(hmha::Device::CUDA), "device", "cuda");
+    const hmha::Tensor host = random_tensor({2, 3}, rng);
+    CHECK(host.to_device(hmha::Device::CPU).f32() == host.f32());
+    if (!maybe_cuda) CHECK_ERROR_MENTIONS(host.to_device(hmha::Device::CUDA), "device", "cuda");
     for (hmha::Device dev : {hmha::Device::CUDA, hmha::Device::OpenCL}) {
         hmha::Options o = opts(8, 2);
         o.device = dev;

@@ -157,3 +157,40 @@ TEST_CASE("device tensors: a host query with device keys and values returns host
     require_equal(got.attn_output, want.attn_output);
     require_equal(*got.attn_output_weights, *want.attn_output_weights);
 }
+
+TEST_CASE("device tensors: Tensor::to_device makes an owning device copy", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    std::mt19937 rng(9);
+    Module m = Module::make(12, 3, false, rng);
+    hmha::Tensor q = random_tensor({2, 5, 12}, rng), kv = random_tensor({2, 7, 12}, rng);
+    const hmha::ForwardResult want = m.mha.forward(q, kv, kv);
+
+    hmha::Tensor q_dev = q.to_device(test_device());
+    hmha::Tensor kv_dev = kv.to_device(test_device());
+    REQUIRE(q_dev.device() == test_device());
+    REQUIRE(q_dev.f32() == nullptr);
+    REQUIRE(q_dev.native_handle() != 0);
+    REQUIRE(q_dev.shape() == q.shape());
+    // The copy owns its memory: the host tensors may go away.
+    const hmha::Tensor q_host = q, kv_host = kv;
+    q = hmha::Tensor();
+    kv = hmha::Tensor();
+    require_equal(read_in_place(q_dev), q_host);
+    require_equal(kv_dev.to_host(), kv_host);
+    REQUIRE(q_dev.to_device(test_device()).native_handle() == q_dev.native_handle());
+    require_equal(q_dev.to_device(hmha::Device::CPU), q_host);
+
+    const hmha::ForwardResult got = m.mha.forward(q_dev, kv_dev, kv_dev);
+    require_equal(got.attn_output.to_host(), want.attn_output);
+    require_equal(got.attn_output_weights->to_host(), *want.attn_output_weights);
+
+    // Bool masks and empty tensors go up too.
+    const hmha::Tensor kpm = hmha::Tensor::from_bools({2, 7}, {0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0});
+    const hmha::Tensor kpm_dev = kpm.to_device(test_device());
+    REQUIRE(kpm_dev.dtype() == hmha::DType::Bool);
+    const hmha::Tensor kpm_back = kpm_dev.to_host();
+    for (int64_t i = 0; i < kpm.numel(); i++) REQUIRE(kpm_back.bytes()[i] == kpm.bytes()[i]);
+    const hmha::Tensor empty = hmha::Tensor({0, 4}).to_device(test_device());
+    REQUIRE(empty.device() == test_device());
+    REQUIRE(empty.numel() == 0);
+}

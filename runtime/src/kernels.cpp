@@ -167,4 +167,22 @@ Tensor Tensor::to_host() const {
     return t;
 }
 
+Tensor Tensor::to_device(Device device) const {
+    if (device == device_) return *this;
+    if (device == Device::CPU) return to_host();
+    if (device_ != Device::CPU) return to_host().to_device(device);
+    const KernelSet &ks = kernels_for(device);
+    if (numel() == 0) return wrap_device(device, 0, shape_, dtype_);
+    if (nbytes() > (size_t)std::numeric_limits<int32_t>::max()) {
+        throw Error("Tensor::to_device: " + std::to_string(nbytes()) + " bytes overflow int32 indexing");
+    }
+    auto owner = std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(bytes()), (int)nbytes());
+    owner->set_host_dirty();
+    check_status("to_device", owner->copy_to_device(ks.device));
+    Tensor t = wrap_device(device, ks.native_handle(nullptr, owner->raw_buffer()), shape_, dtype_);
+    owner->raw_buffer()->host = nullptr;  // the copy outlives this tensor's host memory
+    t.device_owner_ = owner;              // Halide frees the device copy with the buffer
+    return t;
+}
+
 }  // namespace hmha

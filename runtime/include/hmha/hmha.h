@@ -67,6 +67,11 @@ public:
     uint64_t native_handle() const { return device_handle_; }
     // A host copy of a device tensor; a host tensor returns itself.
     Tensor to_host() const;
+    // An owning copy on `device` (its memory freed with the last copy of the
+    // returned Tensor): inputs that stay on a GPU across forward() calls. A
+    // tensor already there returns itself; Device::CPU is to_host(). Throws
+    // Error for a device this build or machine lacks.
+    Tensor to_device(Device device) const;
 
     const std::vector<int64_t> &shape() const { return shape_; }
     int64_t dim() const { return (int64_t)shape_.size(); }
