@@ -12,6 +12,12 @@
 // register right there: pv_registers, 1.9x on an H100). Shared memory is
 // O((key_block + query_block) x D) per block.
 //
+// schedule_sdpa_tiled (tile_j, tile_i or tile_d above 1; the tuned CUDA
+// schedule): the same structure with register tiles in the score and P.V
+// loops, the block max / exp-sum split over threads, and every stage on one
+// thread shape: on an H100 3x the untuned default and 1.55x the best
+// untiled variant (4.8-5.7 TFLOP/s; bench/results/h100-2026-11-26.md).
+//
 // schedule_sdpa_query_rows (thread_per_query): one thread per query; measured
 // slower on an H100 (bench/results/h100-2026-11-26.md), faster on PoCL.
 #pragma once
