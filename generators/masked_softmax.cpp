@@ -107,7 +107,8 @@ public:
     void generate() {
         const bool gpu_tiled = get_target().has_gpu_feature() && gpu_key_tile > 0 && !using_autoscheduler();
         if (gpu_tiled && ((int)gpu_key_tile % (int)gpu_tile_j != 0 || (int)gpu_query_tile % (int)gpu_tile_i != 0)) {
-            throw std::invalid_argument("masked_softmax: gpu_tile_j must divide gpu_key_tile and gpu_tile_i gpu_query_tile");
+            throw std::invalid_argument(
+                "masked_softmax: gpu_tile_j must divide gpu_key_tile and gpu_tile_i gpu_query_tile");
         }
         s_.define(*this, get_target(), gpu_tiled);
         weights(s_.v.j, s_.v.i, s_.v.h, s_.v.n) = s_.weight();

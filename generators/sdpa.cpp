@@ -77,8 +77,8 @@ public:
         // product) read the last query; their scores are never used.
         Func qc("qc");
         qc(v_.d, v_.h, v_.i, v_.n) = q(v_.d, v_.h, clamp(v_.i, 0, q.dim(2).extent() - 1), v_.n);
-        sc = define_masked_score(v_, gpu ? qc : Func(q), kc, head_dim, attn_mask, attn_mask_bool, key_padding, masked_keys,
-                                 causal, scale, has_masks);
+        sc = define_masked_score(v_, gpu ? qc : Func(q), kc, head_dim, attn_mask, attn_mask_bool, key_padding,
+                                 masked_keys, causal, scale, has_masks);
         Func score("score_padded");
         score(v_.j, v_.i, v_.h, v_.n) = select(v_.j < keys, sc.score(v_.j, v_.i, v_.h, v_.n), -inf);
 
@@ -133,7 +133,8 @@ public:
         }
         if (gpu) {
             if ((int)gpu_key_block % (int)gpu_tile_j != 0 || (int)gpu_query_block % (int)gpu_tile_i != 0) {
-                throw std::invalid_argument("sdpa: gpu_tile_j must divide gpu_key_block and gpu_tile_i gpu_query_block");
+                throw std::invalid_argument(
+                    "sdpa: gpu_tile_j must divide gpu_key_block and gpu_tile_i gpu_query_block");
             }
             schedules::gpu::SdpaFuncs g{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
             schedules::gpu::schedule_sdpa(g, v_, kb, jj, rj, rb,

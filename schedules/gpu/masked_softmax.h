@@ -18,8 +18,9 @@ struct MaskedSoftmaxParams {
     // block per key_tile x query_tile tile, tile_j x tile_i scores per thread
     // in registers, so a block reads its keys once for query_tile queries
     // (from global memory through L1: staging them in shared memory would
-    // bound head_dim, which this unfused path must not, at 48 KiB a block). 0: a block per query row, one key per thread (each block
-    // then reads all of a head's keys, uncoalesced: 37 of the 44 ms at
+    // bound head_dim, which this unfused path must not, at 48 KiB a block).
+    // 0: a block per query row, one key per thread (each block then reads
+    // all of a head's keys, uncoalesced: 37 of the 44 ms at
     // (1, 4096, 4096, 512, 8) on an H100, bench/results/h100-2026-11-26.md).
     int key_tile, query_tile, tile_j, tile_i;
     // Row max and sum: a block per row, `threads` threads each reducing a
