@@ -75,9 +75,12 @@ public:
         vc(v_.d, v_.h, v_.j, v_.n) = v(v_.d, v_.h, jc, v_.n);
         // GPU: queries past L (the last query tile of a register-tiled dot
         // product) read the last query; their scores are never used.
-        Func qc("qc");
-        qc(v_.d, v_.h, v_.i, v_.n) = q(v_.d, v_.h, clamp(v_.i, 0, q.dim(2).extent() - 1), v_.n);
-        sc = define_masked_score(v_, gpu ? qc : Func(q), kc, head_dim, attn_mask, attn_mask_bool, key_padding,
+        Func qc = q;
+        if (gpu) {
+            qc = Func("qc");
+            qc(v_.d, v_.h, v_.i, v_.n) = q(v_.d, v_.h, clamp(v_.i, 0, q.dim(2).extent() - 1), v_.n);
+        }
+        sc = define_masked_score(v_, qc, kc, head_dim, attn_mask, attn_mask_bool, key_padding,
                                  masked_keys, causal, scale, has_masks);
         Func score("score_padded");
         score(v_.j, v_.i, v_.h, v_.n) = select(v_.j < keys, sc.score(v_.j, v_.i, v_.h, v_.n), -inf);

@@ -131,6 +131,22 @@ inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RD
     f.block_pv.update().reorder(v.d, rj).unroll(v.d);
 }
 
+// The key block, staged in shared memory at each scan step of the (d, i)
+// schedules (schedule_sdpa, schedule_sdpa_tiled) by threads_d x threads_j
+// threads, loaded along d (coalesced); stored key-fastest with rows padded to
+// key_block + 1 where keys_transposed_shared.
+inline void stage_key_block(SdpaFuncs f, const ScoreVars &v, Halide::RDom rb, const SdpaParams &prm, int threads_j) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var dO("dO"), di("di"), jo("jo"), ji("ji");
+    f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
+    f.kc.split(v.d, dO, di, prm.threads_d, guard)
+        .split(v.j, jo, ji, threads_j, guard)
+        .reorder(dO, di, jo, ji)
+        .gpu_threads(di, ji);
+}
+
 // The default schedule's structure (a block per query block and head; the
 // state in shared memory; the key block staged transposed in shared memory)
 // with register tiles: threads_d x (query_block / tile_i) threads. Thread
@@ -181,9 +197,7 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.block_pv.update().reorder(v.d, v.i, rj.x).unroll(v.d).unroll(v.i);
     if (prm.dot_unroll > 1) f.block_pv.update().unroll(rj.x, prm.dot_unroll, guard);
 
-    f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
-    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
-    f.kc.split(v.d, dO, di, td, guard).split(v.j, jo, ji, threads_i, guard).reorder(dO, di, jo, ji).gpu_threads(di, ji);
+    stage_key_block(f, v, rb, prm, threads_i);
 
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, ji, jv, tj, guard)
@@ -247,14 +261,9 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     f.state.split(v.d, dO, di, td, guard).reorder(dO, di, v.i).gpu_threads(di, v.i);
     f.state.update().split(v.d, dO, di, td, guard).reorder(dO, di, v.i, rb).gpu_threads(di, v.i);
 
-    // Per key block, all at the scan step (block level), each with its own threads.
-    f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
-    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
-    // Every producer uses the same threads_d x query_block thread shape.
-    f.kc.split(v.d, dO, di, td, guard)
-        .split(v.j, jo, ji, prm.query_block, guard)
-        .reorder(dO, di, jo, ji)
-        .gpu_threads(di, ji);
+    // Per key block, all at the scan step (block level), each with its own
+    // threads; every producer uses the same threads_d x query_block shape.
+    stage_key_block(f, v, rb, prm, prm.query_block);
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, jo, ji, td, guard).reorder(jo, ji, v.i).gpu_threads(ji, v.i);
     f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
