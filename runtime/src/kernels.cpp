@@ -77,6 +77,15 @@ const KernelSet *cuda_kernels() {
 #endif
 }
 
+// A host <-> device copy's size as the int32 extent of a Halide byte buffer.
+int transfer_bytes(const Tensor &t, const char *what) {
+    if (t.nbytes() > (size_t)std::numeric_limits<int32_t>::max()) {
+        throw Error(std::string("Tensor::") + what + ": " + std::to_string(t.nbytes()) +
+                    " bytes overflow int32 indexing");
+    }
+    return (int)t.nbytes();
+}
+
 }  // namespace
 
 const KernelSet &kernels_for(Device device) {
@@ -155,11 +164,9 @@ Tensor Tensor::to_host() const {
     if (device_ == Device::CPU) return *this;
     Tensor t = Tensor::uninitialized(shape_, dtype_);
     if (numel() == 0) return t;
-    if (nbytes() > (size_t)std::numeric_limits<int32_t>::max()) {
-        throw Error("Tensor::to_host: " + std::to_string(nbytes()) + " bytes overflow int32 indexing");
-    }
+    const int n = transfer_bytes(*this, "to_host");
     const KernelSet &ks = kernels_for(device_);
-    Halide::Runtime::Buffer<uint8_t> b(t.bytes(), (int)nbytes());
+    Halide::Runtime::Buffer<uint8_t> b(t.bytes(), n);
     check_status("to_host", b.device_wrap_native(ks.device, device_handle_));
     b.set_device_dirty();
     check_status("to_host", b.copy_to_host());
@@ -173,10 +180,8 @@ Tensor Tensor::to_device(Device device) const {
     if (device_ != Device::CPU) return to_host().to_device(device);
     const KernelSet &ks = kernels_for(device);
     if (numel() == 0) return wrap_device(device, 0, shape_, dtype_);
-    if (nbytes() > (size_t)std::numeric_limits<int32_t>::max()) {
-        throw Error("Tensor::to_device: " + std::to_string(nbytes()) + " bytes overflow int32 indexing");
-    }
-    auto owner = std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(bytes()), (int)nbytes());
+    const int n = transfer_bytes(*this, "to_device");
+    auto owner = std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(bytes()), n);
     owner->set_host_dirty();
     check_status("to_device", owner->copy_to_device(ks.device));
     Tensor t = wrap_device(device, ks.native_handle(nullptr, owner->raw_buffer()), shape_, dtype_);
