@@ -44,29 +44,27 @@ inline void schedule_rowwise(Halide::Func f, const ScoreVars &v, int threads) {
         .gpu_threads(ji);
 }
 
-inline void schedule_per_row(Halide::Func f, const ScoreVars &v, int threads) {
+// One thread per (query, head, batch) row: a stage of a row reduction f(i, h, n).
+inline void schedule_thread_per_row(Halide::Stage s, const ScoreVars &v, int threads) {
     using namespace Halide;
     Var io("io"), ii("ii");
-    f.compute_root()
-        .split(v.i, io, ii, threads, TailStrategy::GuardWithIf)
-        .gpu_blocks(io, v.h, v.n)
-        .gpu_threads(ii);
-    f.update()
-        .split(v.i, io, ii, threads, TailStrategy::GuardWithIf)
-        .gpu_blocks(io, v.h, v.n)
-        .gpu_threads(ii);
+    s.split(v.i, io, ii, threads, TailStrategy::GuardWithIf).gpu_blocks(io, v.h, v.n).gpu_threads(ii);
+}
+
+inline void schedule_per_row(Halide::Func f, const ScoreVars &v, int threads) {
+    f.compute_root();
+    schedule_thread_per_row(f, v, threads);
+    schedule_thread_per_row(f.update(), v, threads);
 }
 
 // A row reduction f(i, h, n) over rj (split_rows): a block per row.
 inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars &v, int threads) {
     using namespace Halide;
     RVar rjo("rjo"), rji("rji");
-    Var u("u"), io("io"), ii("ii");
+    Var u("u");
     Func part = f.update().split(rj.x, rjo, rji, threads, TailStrategy::GuardWithIf).rfactor(rji, u);
-    f.compute_root()
-        .split(v.i, io, ii, threads, TailStrategy::GuardWithIf)
-        .gpu_blocks(io, v.h, v.n)
-        .gpu_threads(ii);
+    f.compute_root();
+    schedule_thread_per_row(f, v, threads);
     f.update().gpu_blocks(v.i, v.h, v.n);
     part.compute_at(f, v.i).store_in(MemoryType::GPUShared).gpu_threads(u);
     part.update().gpu_threads(u);
