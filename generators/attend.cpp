@@ -1,5 +1,6 @@
 // The need_weights=true path, part 2: out(d, h, i, n) = sum_j w(j, i, h, n) v(d, h, j, n).
 #include "Halide.h"
+#include "generators/estimates.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/attend.h"
 #include "schedules/gpu/attend.h"
@@ -16,6 +17,7 @@ public:
     GeneratorParam<int> gpu_threads_i{"gpu_threads_i", 8, 1, 1024};
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 1, 1, 16};  // schedules/gpu/attend.h
     GeneratorParam<int> gpu_key_unroll{"gpu_key_unroll", 1, 1, 16};
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
     Input<Buffer<float, 4>> v{"v"};              // (D, H, S', N)
@@ -27,9 +29,10 @@ public:
         acc(d, i, h, n) += weights(rj, i, h, n) * v(d, h, rj, n);
         out(d, h, i, n) = acc(d, i, h, n);
 
-        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        const ShapeEstimate e = parse_estimate(estimate);
+        weights.set_estimates(e.weights());
+        v.set_estimates(e.heads(e.s));
+        out.set_estimates(e.heads(e.l));
         if (using_autoscheduler()) {
             return;
         }
@@ -56,6 +59,7 @@ public:
     GeneratorParam<int> query_block{"query_block", 8, 1, 4096};  // rows per parallel task
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
     Input<Buffer<float, 4>> weights{"weights"};
     Output<Buffer<float, 3>> mean{"mean"};
 
@@ -65,8 +69,9 @@ public:
         total(j, i, n) = 0.0f;
         total(j, i, n) += weights(j, i, rh, n);
         mean(j, i, n) = total(j, i, n) * (1.0f / cast<float>(heads));
-        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
+        const ShapeEstimate e = parse_estimate(estimate);
+        weights.set_estimates(e.weights());
+        mean.set_estimates(e.mean());
         if (using_autoscheduler()) {
             return;
         }

@@ -10,7 +10,10 @@
 // has_masks: whether any of the three masks is real (false: all are zero views).
 #pragma once
 
+#include <cmath>
+
 #include "Halide.h"
+#include "generators/estimates.h"
 
 namespace hmha_gen {
 
@@ -80,18 +83,18 @@ inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, con
 }
 
 // Autoscheduler estimates shared by the generators that compute scores: the
-// inputs of define_masked_score at the bench shape (N=4, L=S=512, H=8, D=64).
+// inputs of define_masked_score at shape `e` (generators/estimates.h).
 template <typename G>
-void set_score_input_estimates(G &g) {
-    g.q.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-    g.k.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-    g.attn_mask.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-    g.attn_mask_bool.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-    g.key_padding.set_estimates({{0, 512}, {0, 4}});
-    g.masked_keys.set_estimate(512);
+void set_score_input_estimates(G &g, const ShapeEstimate &e) {
+    g.q.set_estimates(e.heads(e.l));
+    g.k.set_estimates(e.heads(e.s));
+    g.attn_mask.set_estimates(e.weights());
+    g.attn_mask_bool.set_estimates(e.weights());
+    g.key_padding.set_estimates(ShapeEstimate::extents({e.s, e.n}));
+    g.masked_keys.set_estimate(e.s);
     g.causal.set_estimate(false);
     g.has_masks.set_estimate(false);
-    g.scale.set_estimate(0.125f);
+    g.scale.set_estimate(1.0f / std::sqrt((float)e.d()));
 }
 
 }  // namespace hmha_gen

@@ -3,6 +3,7 @@
 // E-wide rows), so one kernel serves every layout. W arrives transposed (O, K)
 // once, at construction, so the schedule can vectorize over output features.
 #include "Halide.h"
+#include "generators/estimates.h"
 #include "schedules/cpu/defaults.h"
 #include "schedules/cpu/linear.h"
 #include "schedules/gpu/linear.h"
@@ -24,6 +25,7 @@ public:
     GeneratorParam<int> gpu_cols_per_thread{"gpu_cols_per_thread", 1, 1, 16};
     GeneratorParam<bool> gpu_vector_loads{"gpu_vector_loads", false};  // schedules/gpu/linear.h
     GeneratorParam<int> gpu_k_unroll{"gpu_k_unroll", 1, 1, 16};
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
     Input<Buffer<float, 2>> weight_t{"weight_t"};  // (O, K)
@@ -36,10 +38,11 @@ public:
         prod(o, r) += weight_t(o, rk) * x(rk, r);
         y(o, r) = prod(o, r) + bias(o);
 
-        x.set_estimates({{0, 512}, {0, 2048}});
-        weight_t.set_estimates({{0, 512}, {0, 512}});
-        bias.set_estimates({{0, 512}});
-        y.set_estimates({{0, 512}, {0, 2048}});
+        const ShapeEstimate e = parse_estimate(estimate);
+        x.set_estimates(e.rows());
+        weight_t.set_estimates(ShapeEstimate::extents({e.e, e.e}));
+        bias.set_estimates(ShapeEstimate::extents({e.e}));
+        y.set_estimates(e.rows());
 
         if (using_autoscheduler()) {
             return;

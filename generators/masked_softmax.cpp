@@ -92,6 +92,7 @@ public:
     GeneratorParam<int> gpu_tile_j{"gpu_tile_j", 4, 1, 16};
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 2, 1, 16};
     GeneratorParam<bool> gpu_split_rows{"gpu_split_rows", false};
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -113,8 +114,9 @@ public:
         s_.define(*this, get_target(), gpu_tiled);
         weights(s_.v.j, s_.v.i, s_.v.h, s_.v.n) = s_.weight();
 
-        set_score_input_estimates(*this);
-        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
+        const ShapeEstimate e = parse_estimate(estimate);
+        set_score_input_estimates(*this, e);
+        weights.set_estimates(e.weights());
 
         if (using_autoscheduler()) {
             return;
@@ -144,6 +146,7 @@ public:
 
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -167,8 +170,9 @@ protected:
         }
         s_.define(*this, t, true);
         s_.define_attend(acc, att, v);
-        set_score_input_estimates(*this);
-        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        e_ = parse_estimate(estimate);
+        set_score_input_estimates(*this, e_);
+        v.set_estimates(e_.heads(e_.s));
     }
 
     int vw() const {
@@ -177,6 +181,7 @@ protected:
     }
 
     SoftmaxDefs s_;
+    ShapeEstimate e_{};
     Func acc{"acc"}, att{"att"};
 };
 
@@ -190,8 +195,8 @@ public:
         const ScoreVars &x = s_.v;
         weights(x.j, x.i, x.h, x.n) = s_.weight();
         out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
-        weights.set_estimates({{0, 512}, {0, 512}, {0, 8}, {0, 4}});
-        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        weights.set_estimates(e_.weights());
+        out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
                                                 {query_block, vw()}, schedules::cpu::register_tile_rows(get_target()));
@@ -236,8 +241,8 @@ public:
         Expr never = rh.x < 0;
         out(x.d, rh, x.i, x.n) = select(never, out(x.d, max(rh.x - 1, 0), x.i, x.n), att(x.d, x.i, rh, x.n));
 
-        mean.set_estimates({{0, 512}, {0, 512}, {0, 4}});
-        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        mean.set_estimates(e_.mean());
+        out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
                                                      {query_block, vw(), key_chunk},

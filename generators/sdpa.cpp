@@ -40,6 +40,7 @@ public:
     // the key count is v's). The kernel then keeps no transposed copy of its
     // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
+    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                            // (D, H, S', N), or (S'', D, H, N) transposed
@@ -126,10 +127,11 @@ public:
         Expr lf = state(v_.d, v_.i, v_.h, v_.n)[1];
         out(v_.d, v_.h, v_.i, v_.n) = select(lf > 0.0f, state(v_.d, v_.i, v_.h, v_.n)[2] / lf, 0.0f);
 
-        set_score_input_estimates(*this);
-        if (keys_transposed) k.set_estimates({{0, 512}, {0, 64}, {0, 8}, {0, 4}});
-        v.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
-        out.set_estimates({{0, 64}, {0, 8}, {0, 512}, {0, 4}});
+        const ShapeEstimate e = parse_estimate(estimate);
+        set_score_input_estimates(*this, e);
+        if (keys_transposed) k.set_estimates(e.keys_transposed());
+        v.set_estimates(e.heads(e.s));
+        out.set_estimates(e.heads(e.l));
 
         if (using_autoscheduler()) {
             return;

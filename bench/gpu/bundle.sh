@@ -13,8 +13,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-build-gpu}
 cd "$root"
-# HMHA_GPU_TUNE: also the GPU schedule sweep (bench/gpu/CMakeLists.txt), hmha_gpu_tune.
-args="-DHMHA_GPU_TUNE=ON"
+# HMHA_GPU_TUNE: also the GPU schedule sweep (bench/gpu/CMakeLists.txt), hmha_gpu_tune,
+# with the CUDA kernels scheduled by Anderson2021 at run.sh's shapes (minutes
+# of autoscheduling: HMHA_GPU_AS_SHAPES= skips them).
+as_shapes=${HMHA_GPU_AS_SHAPES-"4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"}
+args="-DHMHA_GPU_TUNE=ON -DHMHA_GPU_AS_SHAPES=\"$as_shapes\" -DHMHA_GPU_AS_FAMILIES=cuda"
 [ -n "${HMHA_CUDA_CAPABILITY:-}" ] && args="$args -DHMHA_CUDA_CAPABILITY=$HMHA_CUDA_CAPABILITY"
 make build BUILD_DIR="$build" CMAKE_ARGS="$args"
 

@@ -15,7 +15,12 @@ The SDPA kernel alone, at each shape (no mask): ours from hmha_gpu_tune's
 first is the untuned defaults, the best is what a build with the tuned file
 runs), F.scaled_dot_product_attention on random (N, H, L, D) inputs here.
 
-Writes OUT/compare.jsonl (one record per measurement) and prints the table.
+The kernels against Halide's GPU autoscheduler, at each shape: the untuned
+defaults, the tuned winner (the variant with the least time summed over the
+shapes, as hmha_gpu_tune picks it) and Anderson2021's schedule for that shape
+(hmha_gpu_tune --times, when the bundle was built with them: bundle.sh).
+
+Writes OUT/compare.jsonl (one record per measurement) and prints the tables.
 """
 import argparse
 import contextlib
@@ -115,9 +120,9 @@ def main():
     if args.times and os.path.exists(args.times):
         with open(args.times) as f:
             variants = [json.loads(ln) for ln in f if ln.strip()]
+    ours = [v for v in variants if not v.get("autoscheduler")]
     for shape in torch_mha.SHAPES:
-        mine = [v for v in variants
-                if v["kernel"] == "sdpa" and v["shape"] == list(shape) and v.get("valid", True)]
+        mine = [v for v in ours if v["kernel"] == "sdpa" and v["shape"] == list(shape) and v.get("valid", True)]
         default = next((v["ms"] for v in mine if v["params"] == ""), None)
         best = min(mine, key=lambda v: v["ms"]) if mine else None
         t = torch_sdpa_ms(shape, args.min_time)
@@ -145,6 +150,39 @@ def main():
     for shape, d, b, t in sdpa_rows:
         bms = b["ms"] if b else None
         print(f"{str(shape):30s} {fmt(d)} {fmt(bms)} {fmt(t)} {ratio(t, bms)}  {b['params'] if b else ''}")
+    print_autoscheduler_table(variants, fmt, ratio)
+
+
+def print_autoscheduler_table(variants, fmt, ratio):
+    """Each kernel at each shape: defaults, the tuned winner, and every
+    autoscheduler's schedule for that shape; ratio = autoscheduled / tuned."""
+    peers = sorted({v["autoscheduler"] for v in variants if v.get("autoscheduler")})
+    if not peers:
+        return
+    print("\nKernels against Halide's autoscheduler, ms; ratio = autoscheduled / tuned (> 1: tuned faster)")
+    print(f"{'kernel':15s} {'shape':26s} {'defaults':>9s} {'tuned':>9s} " +
+          " ".join(f"{p:>12s} {'ratio':>6s}" for p in peers))
+    for kernel in dict.fromkeys(v["kernel"] for v in variants):
+        ours = [v for v in variants if v["kernel"] == kernel and not v.get("autoscheduler")]
+        valid = {}
+        for v in ours:
+            valid.setdefault(v["params"], []).append(v)
+        shapes = list(dict.fromkeys(tuple(v["shape"]) for v in ours))
+        # The winner: valid at every shape, least summed time (hmha_gpu_tune's rule).
+        full = {p: vs for p, vs in valid.items() if len(vs) == len(shapes) and all(v["valid"] for v in vs)}
+        winner = min(full, key=lambda p: sum(v["ms"] for v in full[p])) if full else None
+        for shape in shapes:
+            def at(params):
+                return next((v["ms"] for v in valid.get(params, []) if tuple(v["shape"]) == shape and v["valid"]),
+                            None)
+            tuned = at(winner) if winner is not None else None
+            cells = []
+            for p in peers:
+                a = next((v["ms"] for v in variants if v.get("autoscheduler") == p and v["kernel"] == kernel
+                          and tuple(v["shape"]) == shape and v["valid"]), None)
+                cells.append(f"{fmt(a):>12s} {ratio(a, tuned)}")
+            print(f"{kernel:15s} {str(list(shape)):26s} {fmt(at(''))} {fmt(tuned)} " + " ".join(cells))
+    print("(-: the autoscheduler failed to schedule the kernel, or its kernel failed its check: gpu-tune.log says how)")
 
 
 if __name__ == "__main__":

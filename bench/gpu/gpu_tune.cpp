@@ -16,7 +16,9 @@
 // median of repeated calls, each waited for with a device sync; variants run
 // round-robin, 3 rounds, and keep their best round. The untuned defaults are
 // the first variant of every kernel, so the winner is never slower than them
-// on the summed time.
+// on the summed time. Autoscheduled variants (HMHA_GPU_AUTOSCHEDULE: the same
+// generators scheduled by Anderson2021) are checked and timed the same way, as
+// peers: reported beside the winner, never chosen.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -139,6 +141,20 @@ void *cpu_kernel(const std::string &kernel) {
     return (void *)hmha_head_mean_cpu;
 }
 
+// How a variant is named in the logs.
+std::string label(const GpuVariant &v) {
+    if (v.autoscheduler != nullptr) return std::string("(") + v.autoscheduler + " for " + v.estimate + ")";
+    return *v.params ? v.params : "(defaults)";
+}
+
+// Whether a variant runs at shape s: ours at every shape, an autoscheduled
+// one at the shape it was scheduled for only.
+bool runs_at(const GpuVariant &v, const Shape &s) {
+    if (v.autoscheduler == nullptr) return true;
+    const Shape e = hmha_tune::parse_shape(v.estimate);
+    return e.N == s.N && e.L == s.L && e.S == s.S && e.E == s.E && e.H == s.H;
+}
+
 double max_rel_diff(const Buf &a, const Buf &ref) {
     double diff = 0, mag = 0;
     const float *pa = a.data(), *pr = ref.data();
@@ -238,6 +254,10 @@ int main(int argc, char **argv) {
         std::vector<double> sum(variants.size(), 0.0);
         std::vector<std::vector<std::string>> timed_at(variants.size());  // --times records, per variant
         std::vector<std::string> why(variants.size());
+        std::vector<std::map<std::string, double>> ms_at(variants.size());  // shape name -> best round's ms
+        for (size_t i = 0; i < variants.size(); i++) {
+            if (variants[i]->failed != nullptr) why[i] = variants[i]->failed;
+        }
         // sdpa variants must also run (untimed) at head_dim 128, the widest head
         // the runtime gives the fused kernel on a GPU (its shared memory grows with it).
         std::vector<std::pair<Shape, bool>> runs;  // (shape, timed)
@@ -259,7 +279,7 @@ int main(int argc, char **argv) {
             std::vector<Buf> outs;
             for (size_t i = 0; i < variants.size(); i++) {
                 outs.push_back(output_for(kernel, in));
-                if (!why[i].empty()) continue;
+                if (!why[i].empty() || !runs_at(*variants[i], s)) continue;
                 last_error.clear();
                 int st = call(kernel, variants[i]->fn, in, outs[i]);
                 if (st == 0) st = outs[i].copy_to_host();
@@ -276,7 +296,7 @@ int main(int argc, char **argv) {
             std::vector<double> best(variants.size(), 1e30);
             for (int round = 0; round < 3; round++) {
                 for (size_t i = 0; i < variants.size(); i++) {
-                    if (!why[i].empty()) continue;
+                    if (!why[i].empty() || !runs_at(*variants[i], s)) continue;
                     std::vector<double> t;
                     for (int r = 0; r < reps; r++) {
                         auto t0 = std::chrono::steady_clock::now();
@@ -290,19 +310,22 @@ int main(int argc, char **argv) {
                 }
             }
             for (size_t i = 0; i < variants.size(); i++) {
+                if (!runs_at(*variants[i], s)) continue;
                 if (why[i].empty()) {
                     sum[i] += best[i];
+                    ms_at[i][s.name()] = best[i];
                     char rec[512];
                     std::snprintf(rec, sizeof(rec),
                                   "\"kernel\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, %lld], \"params\": \"%s\", "
-                                  "\"ms\": %.6g",
+                                  "\"autoscheduler\": \"%s\", \"ms\": %.6g",
                                   kernel.c_str(), (long long)s.N, (long long)s.L, (long long)s.S, (long long)s.E,
-                                  (long long)s.H, variants[i]->params, best[i]);
+                                  (long long)s.H, variants[i]->params,
+                                  variants[i]->autoscheduler ? variants[i]->autoscheduler : "", best[i]);
                     timed_at[i].push_back(rec);
                 }
                 if (verbose) {
                     std::printf("  %-15s %-22s %-55s %s\n", kernel.c_str(), s.name().c_str(),
-                                *variants[i]->params ? variants[i]->params : "(defaults)",
+                                label(*variants[i]).c_str(),
                                 why[i].empty() ? (std::to_string(best[i]) + " ms").c_str() : why[i].c_str());
                 }
             }
@@ -317,11 +340,11 @@ int main(int argc, char **argv) {
         size_t w = variants.size();
         for (size_t i = 0; i < variants.size(); i++) {
             if (!why[i].empty()) {
-                std::fprintf(stderr, "%s [%s]: %s\n", kernel.c_str(), variants[i]->params, why[i].c_str());
+                std::fprintf(stderr, "%s [%s]: %s\n", kernel.c_str(), label(*variants[i]).c_str(), why[i].c_str());
                 failures += i == 0;  // the untuned defaults must work
                 continue;
             }
-            if (w == variants.size() || sum[i] < sum[w]) w = i;
+            if (variants[i]->autoscheduler == nullptr && (w == variants.size() || sum[i] < sum[w])) w = i;
         }
         json += "    \"" + kernel + "\": {";
         char line[512];
@@ -340,6 +363,21 @@ int main(int argc, char **argv) {
                           why[0].empty() ? (std::to_string(sum[0]) + " ms").c_str() : "failed");
         }
         table += line;
+        // Each autoscheduled peer against the winner and the defaults at its shape.
+        for (size_t i = 0; i < variants.size(); i++) {
+            if (variants[i]->autoscheduler == nullptr) continue;
+            const std::string at = hmha_tune::parse_shape(variants[i]->estimate).name();
+            std::string what = why[i];
+            if (what.empty() && !ms_at[i].count(at)) what = "not run (its shape is not swept)";
+            if (what.empty()) {
+                auto ours = [&](size_t v) {
+                    return v < variants.size() && ms_at[v].count(at) ? std::to_string(ms_at[v][at]) : std::string("-");
+                };
+                what = std::to_string(ms_at[i][at]) + " ms (winner " + ours(w) + ", defaults " + ours(0) + ")";
+            }
+            std::snprintf(line, sizeof(line), "%-15s %-55s %s\n", "", label(*variants[i]).c_str(), what.c_str());
+            table += line;
+        }
         json += std::string("}") + (ki + 1 < order.size() ? "," : "") + "\n";
     }
     json += "  }\n}\n";

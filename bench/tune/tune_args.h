@@ -42,4 +42,11 @@ inline bool parse_shapes(const char *tool, const std::string &arg, std::vector<S
     return true;
 }
 
+// One shape of a build-time list (bench/gpu/CMakeLists.txt), known to parse.
+inline Shape parse_shape(const char *spec) {
+    Shape s{};
+    std::sscanf(spec, "%d,%d,%d,%d,%d", &s.N, &s.L, &s.S, &s.E, &s.H);
+    return s;
+}
+
 }  // namespace hmha_tune
