@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <dlfcn.h>
+
 namespace hmha_bench {
 
 struct Shape {
@@ -101,6 +103,30 @@ inline int64_t proc_status_kb(const char *key) {
 }
 inline int64_t rss_bytes() { return proc_status_kb("VmRSS") * 1024; }
 inline int64_t peak_rss_bytes() { return proc_status_kb("VmHWM") * 1024; }
+
+// ---- memory: an NVIDIA GPU's (NVML, loaded at run time) ----------------------
+
+// Device memory in use on NVIDIA GPU 0, all processes (the GPU machine runs one),
+// in bytes; -1 where NVML is missing (no NVIDIA driver) or fails. The bench
+// links no GPU library: libnvidia-ml comes with the driver.
+inline int64_t nvidia_gpu_used_bytes() {
+    struct Memory {
+        unsigned long long total, free, used;  // nvmlMemory_t
+    };
+    using Init = int (*)();
+    using Handle = int (*)(unsigned, void **);
+    using Info = int (*)(void *, Memory *);
+    static void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    static Init init = lib ? (Init)dlsym(lib, "nvmlInit_v2") : nullptr;
+    static Handle handle = lib ? (Handle)dlsym(lib, "nvmlDeviceGetHandleByIndex_v2") : nullptr;
+    static Info info = lib ? (Info)dlsym(lib, "nvmlDeviceGetMemoryInfo") : nullptr;
+    static bool ready = init && handle && info && init() == 0;
+    void *dev = nullptr;
+    Memory m{};
+    if (!ready || handle(0, &dev) != 0 || info(dev, &m) != 0) return -1;
+    return (int64_t)m.used;
+}
+
 // Resets the peak (VmHWM) to the current RSS (Linux >= 4.0), so that a peak read
 // later covers only what happened after this call.
 inline bool reset_peak_rss() {

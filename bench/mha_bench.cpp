@@ -338,6 +338,22 @@ int run_case(const Args &a) {
     };
 
     const int64_t rss_base = rss_bytes();
+    // On CUDA, device memory too (NVML): the baseline once the context exists
+    // (made by a one-float upload, not counted), the peak after the timed
+    // runs. Halide keeps freed device blocks for reuse (the runtime turns that
+    // on), so what the process then holds is the most it ever took from the
+    // driver: a peak, like PyTorch's max_memory_reserved.
+    int64_t gpu_base = -1;
+    if (g_device == hmha::Device::CUDA && impl_name == "ours") {
+        float zero = 0.0f;
+        try {
+            hmha::Tensor::wrap(&zero, {1}).to_device(g_device);
+            hmha::synchronize(g_device);
+            gpu_base = nvidia_gpu_used_bytes();
+        } catch (const std::exception &) {
+            gpu_base = -1;  // no device: the case itself reports why
+        }
+    }
     MhaWeights w = make_weights(s.E);
     MhaInputs in = make_inputs(s, cross);
     // The dump's inputs and parameters are written now, so that ours need not
@@ -415,6 +431,10 @@ int run_case(const Args &a) {
         return fail(e.what());
     }
     const int64_t peak = peak_rss_bytes();
+    if (gpu_base >= 0) {
+        const int64_t gpu_peak = nvidia_gpu_used_bytes();
+        if (gpu_peak >= 0) js << ",\"gpu_used_base\":" << gpu_base << ",\"gpu_peak_delta\":" << (gpu_peak - gpu_base);
+    }
     js << ",\"ok\":true,\"check\":" << json_str(check) << ",\"rel_diff_out\":" << num(rel_out)
        << ",\"rel_diff_weights\":" << num(rel_w) << ",\"ms\":" << num(t.median_ms) << ",\"min_ms\":" << num(t.min_ms)
        << ",\"max_ms\":" << num(t.max_ms) << ",\"reps\":" << t.reps << ",\"warmup\":" << t.warmup + 1

@@ -62,6 +62,27 @@ def run_ours(bench, shape, nw, causal, cross, ref, min_time):
     return json.loads(lines[-1])
 
 
+def run_all(bench, shape, nw, causal, cross, min_time):
+    """Ours, then nn.MultiheadAttention and (need_weights=false) F.sdpa on the
+    same inputs: {impl: record}."""
+    name = name_of(shape, nw, causal, cross)
+    ref = os.path.join("/tmp/hmha-compare", name.replace("/", "_"))
+    os.makedirs(ref, exist_ok=True)
+    got = {"ours": run_ours(bench, shape, nw, causal, cross, ref, min_time)}
+    if got["ours"].get("ok"):
+        got["mha"] = run_torch("mha", ref, min_time)
+        if not nw:
+            got["sdpa"] = run_torch("sdpa", ref, min_time)
+    for r in got.values():
+        r.update(case=name, device="cuda")
+    return name, got
+
+
+def mib(rec, key):
+    """A record's byte count in MiB, or None."""
+    return rec[key] / 2**20 if rec.get("ok") and rec.get(key) is not None else None
+
+
 def run_torch(impl, ref, min_time):
     args = argparse.Namespace(case=impl, ref=ref, min_time=min_time, min_reps=5)
     buf = io.StringIO()
@@ -97,21 +118,15 @@ def main():
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, float32 matmul precision "
           f"{torch.get_float32_matmul_precision()} (allow_tf32 {torch.backends.cuda.matmul.allow_tf32})", flush=True)
     rows = []
-    for shape, nw, causal, cross in cases():
-        name = name_of(shape, nw, causal, cross)
-        ref = os.path.join("/tmp/hmha-compare", name.replace("/", "_"))
-        os.makedirs(ref, exist_ok=True)
-        got = {"ours": run_ours(args.bench, shape, nw, causal, cross, ref, args.min_time)}
-        if got["ours"].get("ok"):
-            got["mha"] = run_torch("mha", ref, args.min_time)
-            if not nw:
-                got["sdpa"] = run_torch("sdpa", ref, args.min_time)
-        for impl, r in got.items():
-            r.update(case=name, device="cuda")
-            recs.append(r)
+    # The issue's cases, then (need_weights=false) L = S from 1024 to 8192 for
+    # time and peak device memory (issue 4's memory target at 8192).
+    sweep = [((1, n, n, 512, 8), False, False, False) for n in (1024, 2048, 8192)]
+    for i, (shape, nw, causal, cross) in enumerate(list(cases()) + sweep):
+        name, got = run_all(args.bench, shape, nw, causal, cross, args.min_time)
+        recs.extend(got.values())
         ms = {k: (r["ms"] if r.get("ok") else None) for k, r in got.items()}
         errs = "; ".join(f"{k}: {r.get('error')}" for k, r in got.items() if not r.get("ok"))
-        rows.append((name, ms.get("ours"), ms.get("mha"), ms.get("sdpa"), errs))
+        rows.append((name, ms.get("ours"), ms.get("mha"), ms.get("sdpa"), errs, got))
         print(f"{name:45s} " + " ".join(f"{k}={v:.3f}" for k, v in ms.items() if v) + (f"  [{errs}]" if errs else ""),
               flush=True)
 
@@ -143,8 +158,26 @@ def main():
 
     print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster)")
     print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s}")
-    for name, o, m, s, errs in rows:
+    for name, o, m, s, errs, _ in rows:
         print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)}")
+    print("\nPeak device memory, MiB above the process's baseline: ours what Halide took from the driver (NVML),"
+          "\nPyTorch its caching allocator's reserved (and allocated) peak; x ess. = ours / (inputs + outputs +"
+          "\nparameters), the memory target's measure")
+    def mfmt(m):
+        return f"{m:9.1f}" if m is not None else f"{'-':>9s}"
+
+    print(f"{'case':45s} {'ours':>9s} {'x ess.':>6s} {'nn.MHA':>17s} {'F.sdpa':>17s}")
+    for name, _, _, _, _, got in rows:
+        o = got["ours"]
+        ess = o.get("essential_bytes") if o.get("ok") else None
+        x = f"{o['gpu_peak_delta'] / ess:6.2f}" if ess and o.get("gpu_peak_delta") is not None else f"{'-':>6s}"
+
+        def torch_mem(k):
+            r = got.get(k, {})
+            res, alloc = mib(r, "gpu_reserved_delta"), mib(r, "peak_delta")
+            return f"{mfmt(res)} ({alloc:5.0f})" if res is not None and alloc is not None else f"{'-':>17s}"
+
+        print(f"{name:45s} {mfmt(mib(o, 'gpu_peak_delta'))} {x} {torch_mem('mha')} {torch_mem('sdpa')}")
     print("\nSDPA kernel alone (no mask), ms; ratio = F.sdpa / ours")
     print(f"{'shape':30s} {'defaults':>9s} {'best':>9s} {'F.sdpa':>9s} {'ratio':>6s}  best params")
     for shape, d, b, t in sdpa_rows:

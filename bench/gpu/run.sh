@@ -10,8 +10,9 @@
 #   cuda.json          the winners: copy to schedules/tuned/cuda.json here and
 #                      rebuild (bundle.sh) for the tuned CUDA kernels
 #   compare.log        ours against PyTorch nn.MultiheadAttention and F.sdpa,
-#   compare.jsonl      float32, same GPU, same run (bench/gpu/compare.py); the
-#                      table ends the output
+#   compare.jsonl      float32, same GPU, same run (bench/gpu/compare.py): time,
+#                      peak device memory, the SDPA kernel alone and the
+#                      kernels against Anderson2021; the tables end the output
 #   profile-*.txt      (HMHA_GPU_PROFILE=1) Nsight Compute, see the end
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
@@ -50,7 +51,7 @@ if [ "$run" = all ]; then
     grep -A20 "^device cuda" "$out/gpu-tune.log"
 fi
 
-PYTHONUNBUFFERED=1 timeout 230 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
+PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
     --times "$out/gpu-times.jsonl" --out "$out" > "$out/compare.log" 2>&1
 echo "exit code $?" >> "$out/compare.log"
 # The tables (they end with the exit code), or the end of the log if they never came.

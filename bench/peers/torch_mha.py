@@ -160,8 +160,14 @@ def run_case(args):
            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": DEVICE}
     rss_base = status_kb("VmRSS") * 1024
     if DEVICE == "cuda":
+        # Allocated bytes (peak_delta) and what the caching allocator took from
+        # the driver (gpu_reserved_delta, comparable with hmha_bench's
+        # gpu_peak_delta); the cache emptied first, so a case cannot reuse
+        # blocks an earlier case of the same process reserved.
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         rss_base = torch.cuda.memory_allocated()
+        reserved_base = torch.cuda.memory_reserved()
     try:
         with torch.inference_mode():
             run = build(args.case, args.ref, n, l, s, e, h, cross, causal, nw)
@@ -184,6 +190,8 @@ def run_case(args):
     rec.update(ok=True, check="matches", rel_diff_out=rel_out, rel_diff_weights=rel_w, ms=med, min_ms=lo, max_ms=hi,
                reps=reps, warmup=warm + 1, gflops=rec["flops"] / (med * 1e6), rss_base=rss_base, peak_rss=peak,
                peak_delta=peak - rss_base)
+    if DEVICE == "cuda":
+        rec.update(gpu_reserved_delta=torch.cuda.max_memory_reserved() - reserved_base)
     print(json.dumps(rec), flush=True)
 
 
