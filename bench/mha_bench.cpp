@@ -156,7 +156,7 @@ std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, co
     if (name == "ours") return std::make_unique<Ours>(w, s);
     if (name == "blas") return std::make_unique<Blas>(w, s);
 #ifdef HMHA_BENCH_KERNEL_SETS
-    if (const KernelSet *ks = find_kernel_set(name)) {
+    if (const KernelSet *ks = find_kernel_set(name, s)) {
         if (!ks->can_forward(need_weights)) {
             why = std::string(ks->name) + " could not schedule every kernel of the " +
                   (need_weights ? "need_weights" : "fused") + " path (see --list)";
@@ -367,6 +367,11 @@ int run_case(const Args &a) {
         write_file(dump + "/out_proj_weight.bin", w.out_proj_weight.data(), w.out_proj_weight.size());
         write_file(dump + "/out_proj_bias.bin", w.out_proj_bias.data(), w.out_proj_bias.size());
     }
+#ifdef HMHA_BENCH_KERNEL_SETS
+    if (const KernelSet *ks = find_kernel_set(impl_name, s); ks && ks->estimate) {
+        js << ",\"scheduled_for\":" << json_str(ks->estimate);
+    }
+#endif
     std::string why;
     std::unique_ptr<Impl> impl;
     try {
@@ -468,7 +473,8 @@ int run_kernel(const Args &a) {
     const Shape s{v.at(0), v.at(1), v.at(2), v.at(3), v.at(4)};
     const std::string kernel = a.get("kernel"), set = a.get("impl", "ours-kernels");
     std::cout << "{\"kernel\":" << json_str(kernel) << ",\"impl\":" << json_str(set) << ",\"shape\":" << shape_json(s);
-    const KernelSet *ks = find_kernel_set(set), *ref = find_kernel_set("ours-kernels");
+    const KernelSet *ks = find_kernel_set(set, s), *ref = find_kernel_set("ours-kernels", s);
+    if (ks && ks->estimate) std::cout << ",\"scheduled_for\":" << json_str(ks->estimate);
     if (!ks) {
         std::cout << ",\"ok\":false,\"error\":\"unknown kernel set\"}" << std::endl;
         return 0;
@@ -490,7 +496,9 @@ int run_list() {
 #ifdef HMHA_BENCH_KERNEL_SETS
     bool first = true;
     for (const KernelSet &ks : kernel_sets()) {
-        std::cout << (first ? "" : ",") << "{\"name\":" << json_str(ks.name) << ",\"linear\":" << !!ks.linear
+        std::cout << (first ? "" : ",") << "{\"name\":" << json_str(ks.name)
+                  << ",\"scheduled_for\":" << (ks.estimate ? json_str(ks.estimate) : std::string("null"))
+                  << ",\"linear\":" << !!ks.linear
                   << ",\"sdpa\":" << !!ks.sdpa << ",\"masked_softmax\":" << !!ks.masked_softmax
                   << ",\"attend\":" << !!ks.attend << ",\"head_mean\":" << !!ks.head_mean << "}";
         first = false;
@@ -548,7 +556,10 @@ void register_all() {
     std::vector<std::string> impls{"ours", "blas"};
 #ifdef HMHA_BENCH_KERNEL_SETS
     for (const KernelSet &ks : kernel_sets()) {
-        if (std::string(ks.name) != "ours-kernels") impls.push_back(ks.name);
+        // One entry per autoscheduler: the case picks the set of its shape.
+        if (std::string(ks.name) != "ours-kernels" && std::find(impls.begin(), impls.end(), ks.name) == impls.end()) {
+            impls.push_back(ks.name);
+        }
     }
 #endif
     for (const Shape &s : shapes) {

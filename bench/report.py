@@ -731,8 +731,16 @@ def write_report(data, md_path, chart_paths, command):
     w("")
     probe = data.get("autoscheduler_probe")
     if probe:
-        w(f"Halide {data['halide']}, `autoscheduler.parallelism={data['threads']}`, the generators' estimates "
-          "(those of (4, 512, 512, 512, 8)). Which kernels each could schedule:")
+        shapes = sorted({ks["scheduled_for"] for ks in data.get("kernel_sets", []) if ks.get("scheduled_for")})
+        if shapes:
+            est = ("each kernel scheduled once per shape with its estimates at that shape (" +
+                   "; ".join(f"({x.replace(',', ', ')})" for x in shapes) +
+                   "; the need_weights kernels at the driver's query chunk of min(L, 1024)), and a case runs the "
+                   "set of its self-attention shape (cross-attention's S = L/2 runs that shape's schedules)")
+        else:
+            est = "the generators' estimates (those of (4, 512, 512, 512, 8))"
+        w(f"Halide {data['halide']}, `autoscheduler.parallelism={data['threads']}`, {est}. "
+          "Which kernels each could schedule (the probe runs at the generators' default estimates):")
         w("")
         w("| autoscheduler | " + " | ".join(KERNELS) + " |")
         w("|---|" + "---|" * len(KERNELS))

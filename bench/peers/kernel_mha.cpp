@@ -77,15 +77,20 @@ struct NoMasks {
 
 }  // namespace
 
-const KernelSet *find_kernel_set(const std::string &name) {
-    auto lower = [](std::string s) {
-        for (auto &c : s) c = (char)std::tolower((unsigned char)c);
-        return s;
+const KernelSet *find_kernel_set(const std::string &name, const Shape &s) {
+    auto lower = [](std::string x) {
+        for (auto &c : x) c = (char)std::tolower((unsigned char)c);
+        return x;
     };
+    const std::string self = std::to_string(s.N) + "," + std::to_string(s.L) + "," + std::to_string(s.L) + "," +
+                             std::to_string(s.E) + "," + std::to_string(s.H);
+    const KernelSet *first = nullptr;
     for (const KernelSet &ks : kernel_sets()) {
-        if (lower(ks.name) == lower(name)) return &ks;
+        if (lower(ks.name) != lower(name)) continue;
+        if (ks.estimate == nullptr || self == ks.estimate) return &ks;
+        if (first == nullptr) first = &ks;
     }
-    return nullptr;
+    return first;
 }
 
 KernelMha::KernelMha(const KernelSet &ks, const MhaWeights &w, int64_t num_heads) : ks_(ks), E_(w.E), H_(num_heads) {
