@@ -57,6 +57,7 @@ private:
 class HeadMean : public Generator<HeadMean> {
 public:
     GeneratorParam<int> query_block{"query_block", 8, 1, 4096};  // rows per parallel task
+    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 4096};      // keys summed in registers (0: whole rows)
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> gpu_threads{"gpu_threads", 128, 1, 1024};
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
@@ -79,9 +80,10 @@ public:
             schedules::gpu::schedule_head_mean(mean, total, j, i, n, gpu_threads);
             return;
         }
-        schedules::cpu::schedule_head_mean(
-            mean, total, j, i, n,
-            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
+        schedules::cpu::AttendParams prm{
+            query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))};
+        prm.key_chunk = key_chunk;
+        schedules::cpu::schedule_head_mean(mean, total, j, i, n, prm);
     }
 
 private:

@@ -160,8 +160,9 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
             for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
                 add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
     } else if (kernel == "head_mean") {
-        for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 2, 4, 16, 32})
-            add({{"query_block", std::to_string(qb)}});
+        for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 4, 16, 32, 64, 128})
+            for (int kc : quick ? std::vector<int>{0, 64} : std::vector<int>{0, 16, 32, 64, 128})
+                add({{"query_block", std::to_string(qb)}, {"key_chunk", std::to_string(kc)}});
     } else if (kernel == "softmax_attend_mean") {
         for (int kc : quick ? std::vector<int>{0, 256} : std::vector<int>{0, 256, 512})
             for (int qb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64, 128})
