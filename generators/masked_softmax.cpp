@@ -146,7 +146,6 @@ public:
 
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
-    GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -170,7 +169,6 @@ protected:
         }
         s_.define(*this, t, true);
         s_.define_attend(acc, att, v);
-        e_ = parse_estimate(estimate);
         set_score_input_estimates(*this, e_);
         v.set_estimates(e_.heads(e_.s));
     }
@@ -181,7 +179,9 @@ protected:
     }
 
     SoftmaxDefs s_;
-    ShapeEstimate e_{};
+    // No autoscheduler takes these generators (above), so no `estimate` param:
+    // their metadata's estimates stay at the default shape.
+    const ShapeEstimate e_ = parse_estimate(kDefaultEstimate);
     Func acc{"acc"}, att{"att"};
 };
 

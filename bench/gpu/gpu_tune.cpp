@@ -16,9 +16,9 @@
 // median of repeated calls, each waited for with a device sync; variants run
 // round-robin, 3 rounds, and keep their best round. The untuned defaults are
 // the first variant of every kernel, so the winner is never slower than them
-// on the summed time. Autoscheduled variants (HMHA_GPU_AUTOSCHEDULE: the same
-// generators scheduled by Anderson2021) are checked and timed the same way, as
-// peers: reported beside the winner, never chosen.
+// on the summed time. Autoscheduled variants (HMHA_GPU_AS_SHAPES: the same
+// generators scheduled by Anderson2021 for one shape) are checked and timed the
+// same way at that shape, as peers: reported beside the winner, never chosen.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

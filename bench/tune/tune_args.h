@@ -44,9 +44,9 @@ inline bool parse_shapes(const char *tool, const std::string &arg, std::vector<S
 
 // One shape of a build-time list (bench/gpu/CMakeLists.txt), known to parse.
 inline Shape parse_shape(const char *spec) {
-    Shape s{};
-    std::sscanf(spec, "%d,%d,%d,%d,%d", &s.N, &s.L, &s.S, &s.E, &s.H);
-    return s;
+    std::vector<Shape> one;
+    parse_shapes("parse_shape", spec, one);
+    return one.at(0);
 }
 
 }  // namespace hmha_tune
