@@ -701,3 +701,37 @@ TEST_CASE("semantics: dropout is accepted and has no effect (eval mode)", "[sema
         CHECK(values(*b.attn_output_weights) == values(*a.attn_output_weights));
     }
 }
+
+TEST_CASE("semantics: one module across calls whose key lengths grow and shrink, masks absent and present",
+          "[semantics]") {
+    // Absent masks are views of rows of zeros the module keeps and grows
+    // (runtime/src/mha.cpp, ZeroRows; on a GPU they stay on the device): each
+    // call must see zeros at least S long, whatever earlier calls needed.
+    std::mt19937 rng(17);
+    const int64_t E = 8, H = 2, N = 2, L = 5;
+    const hmha::Options o = options(E, H);
+    const auto sd = random_state_dict(o, rng);
+    hmha::MultiheadAttention mha(o, sd);
+    const struct {
+        int64_t S;
+        bool masks, need_weights;
+    } calls[] = {{3, false, true}, {17, false, false}, {9, true, true}, {40, false, true},
+                 {2, true, false}, {40, false, false}, {17, false, true}};
+    for (const auto &c : calls) {
+        INFO("S " << c.S << (c.masks ? ", masks" : ", no masks") << ", need_weights " << c.need_weights);
+        const hmha::Tensor q = random_tensor({L, N, E}, rng), k = random_tensor({c.S, N, E}, rng),
+                           v = random_tensor({c.S, N, E}, rng);
+        hmha::ForwardOptions fo;
+        fo.need_weights = c.need_weights;
+        if (c.masks) {
+            std::vector<uint8_t> pad((size_t)(N * c.S), 0);
+            pad[1] = 1;
+            fo.key_padding_mask = hmha::Tensor::from_bools({N, c.S}, pad);
+            fo.attn_mask = random_tensor({L, c.S}, rng);
+        }
+        const hmha::ForwardResult got = mha.forward(q, k, v, fo);
+        const RefResult ref = reference_forward(o, sd, q, k, v, fo);
+        CHECK(compare_to_reference(got.attn_output, ref.out_shape, ref.out) == "");
+        if (c.need_weights) CHECK(compare_to_reference(*got.attn_output_weights, ref.w_shape, ref.weights) == "");
+    }
+}

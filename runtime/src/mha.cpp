@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "HalideBuffer.h"
 #include "hmha/hmha.h"
@@ -164,9 +165,59 @@ struct DeviceViews {
         }
         return b;
     }
+    // A zero-stride view of a cached row of zeros (ZeroRows), on the host or
+    // on this device, whose first dimension `extent_stride` starts with.
+    template <typename T>
+    Halide::Runtime::Buffer<T> zeros(std::shared_ptr<Halide::Runtime::Buffer<T>> row,
+                                     std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) const {
+        auto b = view(static_cast<const T *>(row->data()), extent_stride);
+        if (ks.device) {
+            check_status("wrap input", b.device_wrap_native(ks.device, ks.native_handle(nullptr, row->raw_buffer())));
+            b.set_device_dirty();
+        }
+        keep.push_back(row);
+        return b;
+    }
     void to_host(HBuf &b) const {
         if (ks.device) check_status("copy_to_host", b.copy_to_host());
     }
+};
+
+// The rows of zeros that absent masks are zero-stride views of, kept by the
+// module and grown on demand (never shrunk), on the host and, on a GPU, on the
+// device too: a fresh zero row per forward cost three synchronous
+// host-to-device copies a call there. A call holds the rows it views (a
+// shared_ptr), so growing them under another call's feet frees nothing in use.
+class ZeroRows {
+public:
+    template <typename T>
+    std::shared_ptr<Halide::Runtime::Buffer<T>> get(const KernelSet &ks, int64_t n) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto &row = slot<T>();
+        if (!row || row->dim(0).extent() < n) {
+            auto grown = std::make_shared<Halide::Runtime::Buffer<T>>((int)n);
+            grown->fill(T(0));
+            if (ks.device) {
+                grown->set_host_dirty();
+                check_status("copy_to_device", grown->copy_to_device(ks.device));
+            }
+            row = grown;
+        }
+        return row;
+    }
+
+private:
+    template <typename T>
+    std::shared_ptr<Halide::Runtime::Buffer<T>> &slot() {
+        if constexpr (std::is_same_v<T, float>) {
+            return f32_;
+        } else {
+            return u8_;
+        }
+    }
+    std::mutex mutex_;
+    std::shared_ptr<HBuf> f32_;
+    std::shared_ptr<HBufU8> u8_;
 };
 
 // Grow-only scratch arenas, one per concurrent forward() call on a module.
@@ -226,6 +277,7 @@ struct MultiheadAttention::Impl {
     const KernelSet *kernels = nullptr;
     mutable Projection q, k, v, o;  // mutable: kernels take non-const buffers, but never write weights
     std::vector<float> bias_k, bias_v;  // (E) when add_bias_kv
+    mutable ZeroRows zero_rows;         // what absent masks view
 };
 
 static void validate_options(Options &o) {
@@ -622,10 +674,9 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Masks as (S, L, H, N) / (S, N) views; absent ones are zero-stride views of
     // one zero row. Bool key padding becomes an additive 0 / -inf row per batch.
     const int64_t Sm = std::max<int64_t>(S, 1);
-    std::vector<float> zeros_f((size_t)Sm, 0.0f);
-    std::vector<uint8_t> zeros_b((size_t)Sm, 0);
-    auto am_f = dv.input(view(zeros_f.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
-    auto am_b = dv.input(view(zeros_b.data(), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}}));
+    const auto zeros_f = m.zero_rows.get<float>(ks, Sm);
+    auto am_f = dv.zeros(zeros_f, {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
+    auto am_b = dv.zeros(m.zero_rows.get<uint8_t>(ks, Sm), {{Sm, 1}, {L, 0}, {H, 0}, {N, 0}});
     if (f.attn_mask && S > 0) {
         const Tensor &a = *f.attn_mask;
         int64_t hs = a.dim() == 3 ? L * S : 0, ns = a.dim() == 3 ? H * L * S : 0;
@@ -636,7 +687,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         }
     }
     std::vector<float> kpm_storage;
-    auto kpm = dv.input(view(zeros_f.data(), {{Sm, 1}, {N, 0}}));
+    auto kpm = dv.zeros(zeros_f, {{Sm, 1}, {N, 0}});
     if (f.key_padding_mask && S > 0) {
         const Tensor &k = *f.key_padding_mask;
         if (k.dtype() == DType::F32) {
