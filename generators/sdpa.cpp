@@ -35,6 +35,7 @@ public:
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 1, 1, 16};
     GeneratorParam<int> gpu_tile_d{"gpu_tile_d", 1, 1, 16};
     GeneratorParam<bool> gpu_split_block_reductions{"gpu_split_block_reductions", false};
+    GeneratorParam<bool> gpu_thread_block_reductions{"gpu_thread_block_reductions", false};
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
@@ -146,7 +147,8 @@ public:
                                           {gpu_key_block, gpu_query_block, gpu_threads_d, gpu_keys_transposed_shared,
                                            gpu_thread_per_query, gpu_unroll, gpu_thread_state,
                                            gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers, gpu_tile_j,
-                                           gpu_tile_i, gpu_tile_d, gpu_split_block_reductions});
+                                           gpu_tile_i, gpu_tile_d, gpu_split_block_reductions,
+                                           gpu_thread_block_reductions});
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,
                                 "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);

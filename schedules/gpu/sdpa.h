@@ -57,6 +57,13 @@ struct SdpaParams {
     // Tiled: each block max and exp-sum reduced by key_block / tile_j threads
     // per query, then combined (instead of one thread per query).
     bool split_block_reductions;
+    // Tiled: each thread reduces the block max and exp-sum of its own queries
+    // itself, in registers, where it uses them (the max in the exponentials'
+    // stage and again in the state update, the sum there), reading the
+    // block's scores and exponentials from shared memory. Redundant work (every
+    // thread of a query repeats its reductions), but no block-level stage for
+    // them: 4 barriers per key block instead of 8 or 12.
+    bool thread_block_reductions;
 };
 
 struct SdpaFuncs {
@@ -217,6 +224,22 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
 
     f.p.compute_at(f.state, rb).store_in(MemoryType::GPUShared).reorder_storage(v.i, jj, kb, v.h, v.n);
     f.p.split(jj, ji, jv, tj, guard).split(v.i, it, iv, ti, guard).reorder(jv, iv, ji, it).gpu_threads(ji, it);
+    if (prm.thread_block_reductions) {
+        // The exponentials' threads get a copy of the block max (clone_in,
+        // per query), the state update's threads the original (per thread)
+        // and the exp-sum (per head-dim step, beside the P.V sums). Two
+        // placements that came out wrong on PoCL with Halide 21 in blocks of
+        // fewer queries than query_block (L = 1, the last block of L = 17):
+        // the exp-sum once per thread (at `di`), and the copy per thread with
+        // the exponentials' query loop unrolled.
+        Func max_for_p = f.block_max.clone_in(f.p);
+        max_for_p.compute_at(f.p, iv).store_in(MemoryType::Register);
+        f.block_max.compute_at(f.state, di).store_in(MemoryType::Register).unroll(v.i);
+        f.block_max.update().reorder(v.i, rj.x).unroll(v.i);
+        f.block_sum.compute_at(f.state, dO).store_in(MemoryType::Register).unroll(v.i);
+        f.block_sum.update().reorder(v.i, rj.x).unroll(v.i);
+        return;
+    }
     // The block max and exp-sum of each query: (key_block / tile_j) threads
     // per query each reduce tile_j keys, then one reduces their results
     // (rfactor), a chain of tile_j + key_block / tile_j steps, not key_block.
