@@ -194,8 +194,10 @@ KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const 
         call = [&](const KernelSet &set, float *out) {
             if (!set.sdpa) return -1;
             HBuf ob = view(out, {{D, 1}, {H, D}, {L, E}, {N, L * E}});
-            return set.sdpa(qv.raw_buffer(), kvv.raw_buffer(), vv.raw_buffer(), m.am.raw_buffer(), m.amb.raw_buffer(),
-                            m.kpm.raw_buffer(), (int)S, false, false, scale, ob.raw_buffer());
+            // The class the runtime would call at S keys (ours: sdpa_short for short ones).
+            return set.sdpa_for(S)(qv.raw_buffer(), kvv.raw_buffer(), vv.raw_buffer(), m.am.raw_buffer(),
+                                   m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, false, false, scale,
+                                   ob.raw_buffer());
         };
     } else if (kernel == "masked_softmax") {
         out_n = (size_t)(N * H * C * S);
