@@ -92,6 +92,7 @@ public:
     GeneratorParam<int> gpu_tile_j{"gpu_tile_j", 4, 1, 16};
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 2, 1, 16};
     GeneratorParam<bool> gpu_split_rows{"gpu_split_rows", false};
+    GeneratorParam<bool> gpu_fused_rows{"gpu_fused_rows", false};
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
@@ -124,7 +125,7 @@ public:
         if (get_target().has_gpu_feature()) {
             schedules::gpu::schedule_masked_softmax(
                 {weights, s_.row_max, s_.row_sum, s_.e, s_.sc, s_.rj}, s_.v,
-                {gpu_threads, gpu_key_tile, gpu_query_tile, gpu_tile_j, gpu_tile_i, gpu_split_rows});
+                {gpu_threads, gpu_key_tile, gpu_query_tile, gpu_tile_j, gpu_tile_i, gpu_split_rows, gpu_fused_rows});
             return;
         }
         schedules::cpu::schedule_masked_softmax(

@@ -1,9 +1,10 @@
 // GPU schedule for the per-head attention weights (the need_weights path, which
 // may materialise L x S'): scores as one kernel into a global (S', L, H, N)
 // scratch (one key per thread, or tiled: key_tile > 0), the row max and
-// exp-sum (one thread per row, or a block per row: split_rows), then the
-// normalised rows, a block per (query, head, batch) row with threads striding
-// over keys, so reads and writes are coalesced. Tuned for the H100: tiled
+// exp-sum (one thread per row, or a block per row: split_rows, or inside the
+// next kernel's block of each row: fused_rows), then the normalised rows, a
+// block per (query, head, batch) row with threads striding over keys, so
+// reads and writes are coalesced. Tuned for the H100: tiled
 // scores and split rows, 9x the untuned default (bench/results/h100-2026-11-26.md).
 #pragma once
 
@@ -27,6 +28,12 @@ struct MaskedSoftmaxParams {
     // strided slice of the row (coalesced) and one thread the partial results
     // (rfactor), instead of one thread per row walking it (uncoalesced).
     bool split_rows;
+    // Row max and sum computed inside the normalising kernel, by each row's
+    // block (split over its threads as with split_rows, the partial results
+    // in shared memory), instead of two kernels of their own: one kernel and
+    // one pass over the row (L1-resident) instead of three kernels and three
+    // passes over the (S', L) scores in global memory.
+    bool fused_rows;
 };
 
 struct MaskedSoftmaxFuncs {
@@ -70,6 +77,20 @@ inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars 
     part.update().gpu_threads(u);
 }
 
+// A row reduction f(i, h, n) over rj inside the block of `weights` that
+// normalises row (i, h, n) (fused_rows): threads partial results, then one
+// thread combines them, all at block level.
+inline void schedule_block_row(Halide::Func f, Halide::Func weights, Halide::RDom rj, const ScoreVars &v,
+                               int threads) {
+    using namespace Halide;
+    RVar rjo("rjo"), rji("rji");
+    Var u("u");
+    Func part = f.update().split(rj.x, rjo, rji, threads, TailStrategy::GuardWithIf).rfactor(rji, u);
+    f.compute_at(weights, v.i).store_in(MemoryType::GPUShared);
+    part.compute_at(weights, v.i).store_in(MemoryType::GPUShared).gpu_threads(u);
+    part.update().gpu_threads(u);
+}
+
 // The scores as a tiled product into their global scratch (key_tile > 0).
 // Past the last query the dot products read the last query (the generator
 // clamps the query axis); past the last key, the last key.
@@ -108,7 +129,10 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, co
         f.sc.score.compute_root();
         schedule_rowwise(f.sc.score, v, prm.threads);
     }
-    if (prm.split_rows) {
+    if (prm.fused_rows) {
+        schedule_block_row(f.row_max, f.weights, f.rj, v, prm.threads);
+        schedule_block_row(f.row_sum, f.weights, f.rj, v, prm.threads);
+    } else if (prm.split_rows) {
         schedule_split_row(f.row_max, f.rj, v, prm.threads);
         schedule_split_row(f.row_sum, f.rj, v, prm.threads);
     } else {
