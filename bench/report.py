@@ -975,7 +975,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--min-time", type=float, default=0.5)
     ap.add_argument("--min-reps", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds per case; each implementation's fastest round is reported")
     ap.add_argument("--kernel-min-time", type=float, default=0.3)
     ap.add_argument("--sweep-min-time", type=float, default=0.3)
