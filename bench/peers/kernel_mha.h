@@ -72,9 +72,10 @@ private:
 };
 
 // One kernel alone at the inputs the forward gives it for shape s (sdpa over
-// all queries, in ours the key-length class the runtime picks; masked_softmax, attend and head_mean over one query chunk of
-// min(L, 1024), like the runtime). Runs `ks`'s kernel, checks it against
-// `ref`'s on the same inputs, and times it.
+// all queries, in ours the key-length class the runtime picks; masked_softmax,
+// attend and head_mean over one query chunk of min(L, 1024), like the
+// runtime). Runs `ks`'s kernel, checks it against `ref`'s on the same inputs,
+// and times it.
 struct KernelResult {
     bool ok = false;
     std::string error;

@@ -114,8 +114,16 @@ void project(const KernelSet &ks, Projection &p, HBuf &x, HBuf &y) {
 // allocation through its native handle), and outputs are copied back.
 struct DeviceViews {
     const KernelSet &ks;
-    // Device copies that views made by input() read; freed with the views.
+    // Device copies that views made by input() read, and the zero rows that
+    // zeros() views; held until the views go.
     mutable std::vector<std::shared_ptr<void>> keep;
+
+    // b as a view of this family's device memory `handle`, with b's own strides.
+    template <typename T>
+    void on_device(Halide::Runtime::Buffer<T> &b, uint64_t handle, const char *what) const {
+        check_status(what, b.device_wrap_native(ks.device, handle));
+        b.set_device_dirty();
+    }
 
     // A host view, as a kernel input. On a GPU, a view that repeats its data
     // along zero-stride dimensions (the absent masks, a 2-D mask over heads and
@@ -137,8 +145,7 @@ struct DeviceViews {
         data->set_host_dirty();
         check_status("copy_to_device", data->copy_to_device(ks.device));
         keep.push_back(data);
-        check_status("wrap input", b.device_wrap_native(ks.device, ks.native_handle(nullptr, data->raw_buffer())));
-        b.set_device_dirty();
+        on_device(b, ks.native_handle(nullptr, data->raw_buffer()), "wrap input");
         return b;
     }
     // A view of an input tensor, on the host or already on this device.
@@ -147,8 +154,7 @@ struct DeviceViews {
                                      std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) const {
         if (t.device() == Device::CPU) return input(view(reinterpret_cast<const T *>(t.bytes()), extent_stride));
         auto b = view(static_cast<const T *>(nullptr), extent_stride);
-        check_status("wrap input", b.device_wrap_native(ks.device, t.native_handle()));
-        b.set_device_dirty();
+        on_device(b, t.native_handle(), "wrap input");
         return b;
     }
     // A scratch allocation (device memory on a GPU) of the view's shape.
@@ -160,8 +166,7 @@ struct DeviceViews {
     // Another shape over the same memory as `owner` (same start).
     HBuf alias(HBuf &owner, HBuf b) const {
         if (ks.device && owner.has_device_allocation()) {
-            check_status("alias", b.device_wrap_native(ks.device, ks.native_handle(nullptr, owner.raw_buffer())));
-            b.set_device_dirty();
+            on_device(b, ks.native_handle(nullptr, owner.raw_buffer()), "alias");
         }
         return b;
     }
@@ -171,10 +176,7 @@ struct DeviceViews {
     Halide::Runtime::Buffer<T> zeros(std::shared_ptr<Halide::Runtime::Buffer<T>> row,
                                      std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) const {
         auto b = view(static_cast<const T *>(row->data()), extent_stride);
-        if (ks.device) {
-            check_status("wrap input", b.device_wrap_native(ks.device, ks.native_handle(nullptr, row->raw_buffer())));
-            b.set_device_dirty();
-        }
+        if (ks.device) on_device(b, ks.native_handle(nullptr, row->raw_buffer()), "wrap input");
         keep.push_back(row);
         return b;
     }

@@ -64,17 +64,24 @@ inline void schedule_per_row(Halide::Func f, const ScoreVars &v, int threads) {
     schedule_thread_per_row(f.update(), v, threads);
 }
 
-// A row reduction f(i, h, n) over rj (split_rows): a block per row.
-inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars &v, int threads) {
+// f's reduction over rj split over `threads` threads, each reducing a strided
+// slice of the row (coalesced) into shared memory at `at` (rfactor); f then
+// combines their results.
+inline void split_over_threads(Halide::Func f, Halide::RDom rj, int threads, const Halide::LoopLevel &at) {
     using namespace Halide;
     RVar rjo("rjo"), rji("rji");
     Var u("u");
     Func part = f.update().split(rj.x, rjo, rji, threads, TailStrategy::GuardWithIf).rfactor(rji, u);
+    part.compute_at(at).store_in(MemoryType::GPUShared).gpu_threads(u);
+    part.update().gpu_threads(u);
+}
+
+// A row reduction f(i, h, n) over rj (split_rows): a block per row.
+inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars &v, int threads) {
+    split_over_threads(f, rj, threads, Halide::LoopLevel(f, v.i));
     f.compute_root();
     schedule_thread_per_row(f, v, threads);
     f.update().gpu_blocks(v.i, v.h, v.n);
-    part.compute_at(f, v.i).store_in(MemoryType::GPUShared).gpu_threads(u);
-    part.update().gpu_threads(u);
 }
 
 // A row reduction f(i, h, n) over rj inside the block of `weights` that
@@ -82,13 +89,8 @@ inline void schedule_split_row(Halide::Func f, Halide::RDom rj, const ScoreVars 
 // thread combines them, all at block level.
 inline void schedule_block_row(Halide::Func f, Halide::Func weights, Halide::RDom rj, const ScoreVars &v,
                                int threads) {
-    using namespace Halide;
-    RVar rjo("rjo"), rji("rji");
-    Var u("u");
-    Func part = f.update().split(rj.x, rjo, rji, threads, TailStrategy::GuardWithIf).rfactor(rji, u);
-    f.compute_at(weights, v.i).store_in(MemoryType::GPUShared);
-    part.compute_at(weights, v.i).store_in(MemoryType::GPUShared).gpu_threads(u);
-    part.update().gpu_threads(u);
+    split_over_threads(f, rj, threads, Halide::LoopLevel(weights, v.i));
+    f.compute_at(weights, v.i).store_in(Halide::MemoryType::GPUShared);
 }
 
 // The scores as a tiled product into their global scratch (key_tile > 0).
