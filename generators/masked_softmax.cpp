@@ -93,6 +93,7 @@ public:
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 2, 1, 16};
     GeneratorParam<bool> gpu_split_rows{"gpu_split_rows", false};
     GeneratorParam<bool> gpu_fused_rows{"gpu_fused_rows", false};
+    GeneratorParam<int> score_tile_rows{"score_tile_rows", 4, 1, 16};  // CPU: queries per Q.K^T register tile
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
@@ -130,7 +131,8 @@ public:
         }
         schedules::cpu::schedule_masked_softmax(
             s_.cpu_funcs(weights), s_.v, s_.rj, has_masks,
-            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))});
+            {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target())), 0,
+             score_tile_rows});
     }
 
 private:
@@ -147,6 +149,7 @@ public:
 
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
+    GeneratorParam<int> score_tile_rows{"score_tile_rows", 4, 1, 16};  // schedules/cpu/masked_softmax.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -200,7 +203,8 @@ public:
         out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
-                                                {query_block, vw()}, schedules::cpu::register_tile_rows(get_target()));
+                                                {query_block, vw(), 0, score_tile_rows},
+                                                schedules::cpu::register_tile_rows(get_target()));
     }
 };
 
@@ -246,7 +250,7 @@ public:
         out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
-                                                     {query_block, vw(), key_chunk},
+                                                     {query_block, vw(), key_chunk, score_tile_rows},
                                                      schedules::cpu::register_tile_rows(get_target()));
     }
 };

@@ -41,6 +41,7 @@ public:
     // the key count is v's). The kernel then keeps no transposed copy of its
     // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
+    GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
@@ -159,8 +160,9 @@ public:
         const Target t = get_target();
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       schedules::cpu::register_tile_rows(t), keys_transposed};
-        schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm);
+                                       schedules::cpu::register_tile_rows(t), keys_transposed,
+                                       schedules::cpu::or_default(score_tile_rows, schedules::cpu::register_tile_rows(t))};
+        schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 
 private:

@@ -151,14 +151,18 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
             for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
                 for (int ur : quick ? std::vector<int>{4} : std::vector<int>{2, 4, 6})
                     add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
-    } else if (kernel == "sdpa") {
-        for (int kb : quick ? std::vector<int>{128, 256} : std::vector<int>{64, 128, 256, 512})
-            for (int qb : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 128})
-                add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
-    } else if (kernel == "sdpa_short") {
-        for (int kb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
-            for (int qb : quick ? std::vector<int>{64} : std::vector<int>{16, 32, 64, 128})
-                add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)}});
+    } else if (kernel == "sdpa" || kernel == "sdpa_short") {
+        // score_tile_rows: queries per Q.K^T register tile (the default is 8
+        // where there are 32 vector registers, 4 with 16; schedules/cpu/sdpa.h).
+        const bool long_keys = kernel == "sdpa";
+        const std::vector<int> kbs = quick ? (long_keys ? std::vector<int>{128, 256} : std::vector<int>{64, 128})
+                                           : (long_keys ? std::vector<int>{128, 256, 512} : std::vector<int>{32, 64, 128});
+        const std::vector<int> qbs = quick ? std::vector<int>{long_keys ? 32 : 64} : std::vector<int>{32, 64, 128};
+        for (int kb : kbs)
+            for (int qb : qbs)
+                for (int rows : quick ? std::vector<int>{0} : std::vector<int>{4, 8})  // 0: the target's default
+                    add({{"key_block", std::to_string(kb)}, {"query_block", std::to_string(qb)},
+                         {"score_tile_rows", std::to_string(rows)}});
     } else if (kernel == "head_mean") {
         for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 4, 16, 32, 64, 128})
             for (int kc : quick ? std::vector<int>{0, 64} : std::vector<int>{0, 16, 32, 64, 128})
@@ -199,6 +203,29 @@ void progress(int done, int total, const std::string &what) {
     std::fflush(stderr);
 }
 
+// --variants "key_block=512 query_block=64;key_block=256": each variant's
+// GeneratorParams as name=value words; false (with a message) for anything else.
+bool parse_variants(const std::string &arg, std::vector<Params> &out) {
+    for (const auto &spec : split(arg, ';')) {
+        Params p;
+        for (const auto &word : split(spec, ' ')) {
+            if (word.empty()) continue;
+            const size_t eq = word.find('=');
+            if (eq == std::string::npos || eq == 0 || eq + 1 == word.size()) {
+                std::fprintf(stderr, "hmha_tune: --variants: expected name=value, got '%s'\n", word.c_str());
+                return false;
+            }
+            p[word.substr(0, eq)] = word.substr(eq + 1);
+        }
+        if (p.empty()) {
+            std::fprintf(stderr, "hmha_tune: --variants: empty variant in '%s'\n", arg.c_str());
+            return false;
+        }
+        out.push_back(std::move(p));
+    }
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -206,8 +233,10 @@ int main(int argc, char **argv) {
     bool quick = false, verbose = false;
     std::vector<std::string> kernels = kAllKernels;
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
+    std::vector<Params> variants_arg;  // --variants: these after the defaults instead of the sweep
     auto usage = [] {
-        std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n");
+        std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n"
+                             "                [--variants \"k=v k=v;k=v...\"]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -231,15 +260,23 @@ int main(int argc, char **argv) {
             }
         } else if (a == "--shapes" && i + 1 < argc) {
             if (!hmha_tune::parse_shapes("hmha_tune", argv[++i], shapes)) return 2;
+        } else if (a == "--variants" && i + 1 < argc) {
+            if (!parse_variants(argv[++i], variants_arg)) return 2;
         } else {
             return usage();
         }
     }
+    auto sweep_of = [&](const std::string &k) {
+        if (variants_arg.empty()) return sweep(k, quick);
+        std::vector<Params> v{class_defaults(k)};
+        v.insert(v.end(), variants_arg.begin(), variants_arg.end());
+        return v;
+    };
     const char *target_env = std::getenv("HMHA_TUNE_TARGET");
     const Target target = target_env ? Target(target_env) : get_host_target();
     auto classes_of = [&](const std::string &k) { return shapes.empty() ? classes_for(k, quick) : shapes; };
     int total = 0, done = 0;
-    for (const auto &k : kernels) total += (int)sweep(k, quick).size() * (int)classes_of(k).size();
+    for (const auto &k : kernels) total += (int)sweep_of(k).size() * (int)classes_of(k).size();
 
     std::string json = "{\n  \"target\": \"" + target.to_string() + "\",\n  \"kernels\": {\n";
     std::string table;
@@ -247,7 +284,7 @@ int main(int argc, char **argv) {
         const std::string &kernel = kernels[ki];
         // Compile every variant for a shape, then time them round-robin and keep
         // each one's best round: a burst of load elsewhere then hits all alike.
-        const std::vector<Params> variants = sweep(kernel, quick);
+        const std::vector<Params> variants = sweep_of(kernel);
         std::vector<double> sum(variants.size(), 0.0);
         const std::vector<Shape> classes = classes_of(kernel);
         std::string class_names;

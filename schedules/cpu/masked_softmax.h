@@ -1,7 +1,10 @@
 // CPU schedule for the per-head attention weights. Parallel over batch, head
 // and query block; keys are transposed once per head; the scores of a query
 // block (query_block x S') are computed once, register-tiled (2 vectors of
-// keys x 4 queries), then max, exp-sum and the normalised rows.
+// keys x score_tile_rows queries), then max, exp-sum and the normalised rows.
+// score_tile_rows defaults to 4 here even with 32 vector registers: 8 made
+// softmax_attend_mean 1.5-1.75x slower (hmha_tune, 2026-11-26; 6 was within
+// noise of 4), while sdpa's scores gain 1-3% from 8 (schedules/cpu/sdpa.h).
 #pragma once
 
 #include "Halide.h"
@@ -15,6 +18,7 @@ namespace hmha_gen::schedules::cpu {
 struct MaskedSoftmaxParams {
     int query_block, vector_width;
     int key_chunk = 0;  // keys per chunk of the block's Q.K^T and e.V (0: whole rows)
+    int score_tile_rows = 4;  // queries per Q.K^T register tile
 };
 
 struct MaskedSoftmaxFuncs {
@@ -27,11 +31,11 @@ struct MaskedSoftmaxFuncs {
 // folded by a horizontal max / add; atomic() lets Halide reassociate them) and
 // the exponentials.
 inline void schedule_block_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
-                                   int vw, Halide::LoopLevel block, int key_chunk = 0) {
+                                   int vw, Halide::LoopLevel block, int key_chunk, int score_tile_rows) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     f.sc.score.compute_at(block);
-    schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw, key_chunk);
+    schedule_register_tiled_scores(f.sc.score, f.sc, v, has_masks, vw, key_chunk, score_tile_rows);
     f.row_max.compute_at(block);
     f.row_max.update().atomic().vectorize(rj.x, vw, guard);
     f.e.compute_at(block).vectorize(v.j, vw, guard);
@@ -48,7 +52,7 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
     f.sc.kt.compute_at(f.weights, v.h);
     schedule_key_transpose(f.sc.kt, v, vw);
     pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
-    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(f.weights, io));
+    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(f.weights, io), 0, prm.score_tile_rows);
 }
 
 // softmax_attend: the weights as above, and out = e.V / row sum in the same
@@ -102,7 +106,8 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
     f.sc.kt.compute_at(f.weights, v.n).parallel(v.h);
     schedule_key_transpose(f.sc.kt, v, prm.vector_width);
     pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
-    schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk);
+    schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk,
+                           prm.score_tile_rows);
     att.compute_at(out, rh.x).bound_extent(v.i, prm.query_block);
     tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows, prm.key_chunk});
     att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);

@@ -1,8 +1,12 @@
 // The register-tiled Q.K^T shared by the CPU schedules of sdpa (one key block)
 // and masked_softmax (a query block's whole row): `score` (the masked score, or
-// a Func wrapping it) is tiled 2 vectors of keys x 4 queries, and the dot
-// product is computed per tile so its accumulators stay in registers. Without
-// masks the mask loads are specialized away.
+// a Func wrapping it) is tiled 2 vectors of keys x tile_rows queries, and the
+// dot product is computed per tile so its accumulators stay in registers.
+// Without masks the mask loads are specialized away.
+//
+// tile_rows: 2 x tile_rows accumulators, 2 vectors of K^T and a broadcast q
+// must fit the vector registers (8 rows need 32: AVX-512, NEON). Each kernel
+// takes it as its score_tile_rows GeneratorParam, which the tuner sweeps.
 #pragma once
 
 #include "Halide.h"
@@ -14,13 +18,13 @@ namespace hmha_gen::schedules::cpu {
 // at a time for every query of the block, so that chunk of K^T is read from L1
 // by each row of tiles instead of the head's whole K^T streaming past each.
 inline void schedule_register_tiled_scores(Halide::Func score, const AttentionScore &sc, const ScoreVars &v,
-                                           Halide::Expr has_masks, int vw, int key_chunk = 0) {
+                                           Halide::Expr has_masks, int vw, int key_chunk, int tile_rows) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var jo("jo"), ji("ji"), it("it"), iti("iti"), jc("jc");
     for (Stage s : {score.specialize(!has_masks), Stage(score)}) {
         s.split(v.j, jo, ji, 2 * vw, guard)
-            .split(v.i, it, iti, 4, guard)
+            .split(v.i, it, iti, tile_rows, guard)
             .reorder(ji, iti, jo, it)
             .vectorize(ji, vw)
             .unroll(ji)
@@ -32,7 +36,7 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
     Func dot = sc.dot;
     dot.compute_at(score, jo)
         .bound_storage(v.j, 2 * vw)
-        .bound_storage(v.i, 4)
+        .bound_storage(v.i, tile_rows)
         .store_in(MemoryType::Stack)
         .vectorize(v.j, vw, TailStrategy::RoundUp)
         .unroll(v.j)
@@ -49,7 +53,7 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
 // short run of keys from each of head_dim rows; unpadded, a power-of-two key
 // count puts those rows a multiple of 4 KiB apart, in the same L1 set, and they
 // evict each other (masked_softmax at S = 2048 measured 15% faster padded, at
-// S = 1024 8%; sdpa, which reads kt one key block at a time, did not change).
+// S = 1024 8%; sdpa 10-11% at S = 2048, schedules/cpu/sdpa.h).
 inline void pad_key_rows(Halide::Func kt, Halide::Var j, Halide::Expr keys) {
     kt.bound_storage(j, ((keys + 15) / 16) * 16 + 16);
 }

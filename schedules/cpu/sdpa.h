@@ -1,17 +1,31 @@
 // CPU schedule for the fused SDPA. Parallel over batch, head and query block
 // (nested, not fused: fusing would blur bounds inference of the masks); keys
-// are transposed once per head (unless they arrive transposed); then for each
-// query block the online-softmax scan walks key blocks, and every per-block
-// Func (scores, exponentials, block sums, P.V) lives in a key_block x
-// query_block scratch computed at the scan's step, so memory is
-// O(S' x D + key_block x query_block) per thread whatever L is. A query block's
-// q is read only while its state is computed, before its out is written (the
-// runtime's Scratch::PerHead passes one buffer as both): keep i's tail
-// GuardWithIf, as ShiftInwards would recompute rows already written.
+// are transposed once per head (unless they arrive transposed: the runtime's
+// Scratch::PerHead writes K^T with padded rows itself) into rows padded as
+// masked_softmax's are (pad_key_rows over kt_keys, the keys rounded up to
+// whole key blocks); then for each query block the online-softmax scan walks
+// key blocks, and every per-block Func (scores, exponentials, block sums, P.V)
+// lives in a key_block x query_block scratch computed at the scan's step, so
+// memory is O(S' x D + key_block x query_block) per thread whatever L is. A
+// query block's q is read only while its state is computed, before its out is
+// written (the runtime's Scratch::PerHead passes one buffer as both): keep i's
+// tail GuardWithIf, as ShiftInwards would recompute rows already written.
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
-// 2 vectors x 4 queries (Q.K^T) and 2 vectors x tile_rows queries (P.V, 8
-// with 32 vector registers): a wrapper Func owns the block, the reduction Func is
-// computed per tile so LLVM keeps its accumulators in registers.
+// 2 vectors x score_tile_rows queries (Q.K^T) and 2 vectors x tile_rows queries
+// (P.V); both default to 8 with 32 vector registers, 4 with 16: a wrapper Func
+// owns the block, the reduction Func is computed per tile so LLVM keeps its
+// accumulators in registers.
+//
+// Measured with hmha_tune --variants on AVX-512 (2026-11-26; key blocks of
+// 512, query blocks of 64): unpadded kt rows cost 10-11% at S = 2048
+// ((1, 2048, 2048, 512, 8): 56.0 ms, padded 50.5; (1, 4096, 2048, 512, 8):
+// 111.1, padded 100.2), and 8-query score tiles then gain 1-3% over 4 (50.0,
+// 99.1; 13.1 against 13.5 ms at (4, 512, 512, 512, 8)). Together, the forward
+// with Scratch::Sequence: 155 -> 145 ms cross at (1, 4096, 2048, 512, 8),
+// 220 -> 205-211 self at (1, 2048, 2048, 1024, 16); with Scratch::PerHead
+// (padded K^T already) unchanged. Wider score tiles (3 or 4 vectors of keys),
+// P.V tiles of 4 vectors x 4 or 6 queries and Q.K^T in chunks of 32 or 64
+// keys for every query of the block were no faster.
 #pragma once
 
 #include "Halide.h"
@@ -25,6 +39,7 @@ struct SdpaParams {
     int key_block, query_block, vector_width;
     int tile_rows;  // queries per P.V register tile (register_tile_rows)
     bool keys_transposed = false;  // K^T is the input: no per-head transpose
+    int score_tile_rows = 4;  // queries per Q.K^T register tile
 };
 
 struct SdpaFuncs {
@@ -34,7 +49,8 @@ struct SdpaFuncs {
 };
 
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
-                          Halide::RDom rb, Halide::Expr has_masks, const SdpaParams &prm) {
+                          Halide::RDom rb, Halide::Expr has_masks, const SdpaParams &prm,
+                          Halide::Expr kt_keys) {
     using namespace Halide;
     const int vw = prm.vector_width;
     const TailStrategy guard = TailStrategy::GuardWithIf;
@@ -45,6 +61,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     if (!prm.keys_transposed) {
         f.sc.kt.compute_at(f.out, v.h);
         schedule_key_transpose(f.sc.kt, v, vw);
+        pad_key_rows(f.sc.kt, v.j, kt_keys);
     }
 
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
@@ -52,7 +69,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     // Scores of one key block.
     f.score.compute_at(f.state, rb);
-    schedule_register_tiled_scores(f.score, f.sc, v, has_masks, vw);
+    schedule_register_tiled_scores(f.score, f.sc, v, has_masks, vw, 0, prm.score_tile_rows);
 
     // Block reductions run along the contiguous key axis (horizontal max / add).
     f.block_max.compute_at(f.state, rb);
