@@ -24,8 +24,9 @@
 // with Scratch::Sequence: 155 -> 145 ms cross at (1, 4096, 2048, 512, 8),
 // 220 -> 205-211 self at (1, 2048, 2048, 1024, 16); with Scratch::PerHead
 // (padded K^T already) unchanged. Wider score tiles (3 or 4 vectors of keys),
-// P.V tiles of 4 vectors x 4 or 6 queries and Q.K^T in chunks of 32 or 64
-// keys for every query of the block were no faster.
+// P.V tiles of 4 vectors x 4 or 6 queries, and Q.K^T in chunks of 32, 64 or
+// 128 keys for every query of the block (before and after the padding) were
+// no faster (bench/results/amd-epyc-zen4-2core-2026-11-26-sdpa-tiles-experiment.md).
 #pragma once
 
 #include "Halide.h"
