@@ -16,7 +16,9 @@ first is the untuned defaults, the best is what a build with the tuned file
 runs), F.scaled_dot_product_attention on random (N, H, L, D) inputs here;
 then the best variant that was right at the shape but failed the sweep's
 head_dim-128 check (shared memory), which only a kernel for narrower heads
-could use.
+could use (with the CUDA shared-memory opt-in, runtime/src/
+cuda_shared_opt_in.h, a variant fails it only above the device's opt-in
+limit, 227 KiB a block on an H100).
 
 The kernels against Halide's GPU autoscheduler, at each shape: the untuned
 defaults, the tuned winner (the variant with the least time summed over the

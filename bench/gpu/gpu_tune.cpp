@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "../../runtime/src/cuda_shared_opt_in.h"
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
 #include "gpu_variants.h"
@@ -216,6 +217,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (out_path.empty()) out_path = "schedules/tuned/" + family + ".json";
+    // As the runtime does (runtime/src/kernels.cpp): CUDA variants with more
+    // than 48 KiB of shared memory a block run, up to the device's opt-in limit.
+    if (family == "cuda") hmha::cuda_shared_opt_in::install();
     {
         Buf probe(1);
         if (probe.device_malloc(iface) != 0) {
