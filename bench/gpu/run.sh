@@ -5,6 +5,9 @@
 #   machine.txt        nvidia-smi and the bundle's commit
 #   tests-cuda.log     the device-independent suites on CUDA (reference, PyTorch
 #                      fixtures, semantics, device tensors); exit code at the end
+#   tests-cuda-no-opt-in.log  only if those failed: again with
+#                      HMHA_CUDA_SHARED_OPT_IN=0 (the rest of the run then too,
+#                      where this passed)
 #   gpu-tune.log       every GPU kernel variant of the schedule sweep at the
 #   gpu-times.jsonl    issue's shapes, checked and timed (one JSON line each);
 #   cuda.json          the winners: copy to schedules/tuned/cuda.json here and
@@ -42,6 +45,18 @@ if [ "$run" != compare ]; then
     cuda_rc=$?
     echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
     tail -3 "$out/tests-cuda.log"
+    # The shared-memory opt-in (runtime/src/cuda_shared_opt_in.h) wraps every
+    # CUDA launch and was first built without a GPU: if the suites fail, they
+    # run again without it, and where that passes the rest of the run goes
+    # without it too (the logs say which).
+    if [ "$cuda_rc" != 0 ]; then
+        HMHA_CUDA_SHARED_OPT_IN=0 timeout 150 "$bundle/hmha_tests" --hmha-device=cuda \
+            "[reference],[golden],[semantics],[device]" > "$out/tests-cuda-no-opt-in.log" 2>&1
+        rc=$?
+        echo "exit code $rc" >> "$out/tests-cuda-no-opt-in.log"
+        echo "without the shared-memory opt-in:"; tail -3 "$out/tests-cuda-no-opt-in.log"
+        if [ "$rc" = 0 ]; then export HMHA_CUDA_SHARED_OPT_IN=0; fi
+    fi
 fi
 if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
