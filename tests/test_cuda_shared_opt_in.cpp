@@ -109,6 +109,30 @@ TEST_CASE("CUDA shared-memory opt-in: Halide gets the wrapper for cuLaunchKernel
 }
 
 #if HMHA_HAVE_CUDA
+extern "C" void *halide_cuda_get_symbol(void *user_context, const char *name);  // Halide's CUDA runtime
+
+TEST_CASE("CUDA shared-memory opt-in: Halide's CUDA runtime gets the wrapper from the driver library", "[runtime]") {
+    // Halide's own lookup, as its CUDA runtime makes it when it loads the
+    // driver (libcuda.so: a GPU machine's, or the toolkit's stub library on
+    // LD_LIBRARY_PATH, which has every entry point and runs none).
+    if (halide_cuda_get_symbol(nullptr, "cuInit") == nullptr) {
+        // tests/CMakeLists.txt runs this case again with the stub on the path.
+        REQUIRE(std::getenv("HMHA_EXPECT_CUDA_DRIVER") == nullptr);
+        WARN("skipped: no CUDA driver library (libcuda.so) to look symbols up in");
+        return;
+    }
+    const char *env = std::getenv("HMHA_CUDA_SHARED_OPT_IN");
+    void *launch = halide_cuda_get_symbol(nullptr, "cuLaunchKernel");
+    REQUIRE(launch != nullptr);
+    if (env && std::string(env) == "0") {
+        CHECK(launch != reinterpret_cast<void *>(&opt_in::launch));
+    } else {
+        CHECK(launch == reinterpret_cast<void *>(&opt_in::launch));
+        CHECK(opt_in::state().launch.load() != nullptr);
+        CHECK(opt_in::state().set_attribute.load() != nullptr);
+    }
+}
+
 TEST_CASE("CUDA shared-memory opt-in: a CUDA build chains it onto Halide's symbol getter", "[runtime]") {
     // The runtime installs it while the process starts (runtime/src/kernels.cpp).
     halide_get_library_symbol_t current = halide_set_custom_get_library_symbol(nullptr);
