@@ -158,10 +158,10 @@ public:
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
         const Target t = get_target();
+        const int tile_rows = schedules::cpu::register_tile_rows(t);
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       schedules::cpu::register_tile_rows(t), keys_transposed,
-                                       schedules::cpu::or_default(score_tile_rows, schedules::cpu::register_tile_rows(t))};
+                                       tile_rows, keys_transposed, schedules::cpu::or_default(score_tile_rows, tile_rows)};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 

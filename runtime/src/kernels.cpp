@@ -70,12 +70,11 @@ const KernelSet *opencl_kernels() {
 #if HMHA_HAVE_CUDA
 // Before the process's first CUDA call: launches of kernels with more than
 // 48 KiB of shared memory a block opt in to it (cuda_shared_opt_in.h).
-const bool cuda_shared_opt_in_installed = cuda_shared_opt_in::install();
+[[maybe_unused]] const bool cuda_shared_opt_in_installed = cuda_shared_opt_in::install();
 #endif
 
 const KernelSet *cuda_kernels() {
 #if HMHA_HAVE_CUDA
-    (void)cuda_shared_opt_in_installed;
     static const KernelSet cuda{hmha_linear_cuda,      hmha_sdpa_cuda,       hmha_masked_softmax_cuda,
                                 hmha_attend_cuda,      hmha_head_mean_cuda,  halide_cuda_device_interface(),
                                 halide_cuda_get_device_ptr};

@@ -50,8 +50,7 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
     Var io("io");
     parallel_query_blocks(f.weights, v.j, v.i, v.h, v.n, prm.query_block).vectorize(v.j, vw, TailStrategy::GuardWithIf);
     f.sc.kt.compute_at(f.weights, v.h);
-    schedule_key_transpose(f.sc.kt, v, vw);
-    pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
+    schedule_key_transpose(f.sc.kt, v, vw, f.weights.output_buffer().dim(0).extent());
     schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(f.weights, io), 0, prm.score_tile_rows);
 }
 
@@ -104,8 +103,7 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
     blocks(written, v.d);
     written.compute_with(mean, rh.x);
     f.sc.kt.compute_at(f.weights, v.n).parallel(v.h);
-    schedule_key_transpose(f.sc.kt, v, prm.vector_width);
-    pad_key_rows(f.sc.kt, v.j, f.weights.output_buffer().dim(0).extent());
+    schedule_key_transpose(f.sc.kt, v, prm.vector_width, f.weights.output_buffer().dim(0).extent());
     schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk,
                            prm.score_tile_rows);
     att.compute_at(out, rh.x).bound_extent(v.i, prm.query_block);

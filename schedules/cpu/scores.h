@@ -48,23 +48,22 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
         .unroll(v.i);
 }
 
-// Keys transposed per head, kt(j, d), rows of `keys` (the keys the scores
-// read) padded to a multiple of 16 floats plus 16. A tile of Q.K^T reads one
-// short run of keys from each of head_dim rows; unpadded, a power-of-two key
-// count puts those rows a multiple of 4 KiB apart, in the same L1 set, and they
-// evict each other (masked_softmax at S = 2048 measured 15% faster padded, at
-// S = 1024 8%; sdpa 10-11% at S = 2048, schedules/cpu/sdpa.h).
-inline void pad_key_rows(Halide::Func kt, Halide::Var j, Halide::Expr keys) {
-    kt.bound_storage(j, ((keys + 15) / 16) * 16 + 16);
-}
-
-// Schedules the per-head transpose kt(j, d) = k(d, j): a vector of keys is
-// gathered from vw rows of K at a time, for every d before the next vector,
-// so those rows' cache lines are read once (d outer re-read each line for
-// every d in it).
-inline void schedule_key_transpose(Halide::Func kt, const ScoreVars &v, int vw) {
+// Schedules the per-head transpose kt(j, d) = k(d, j), every CPU kernel's
+// that transposes K itself (sdpa unless K arrives transposed, masked_softmax,
+// softmax_attend, softmax_attend_mean):
+// - a vector of keys is gathered from vw rows of K at a time, for every d
+//   before the next vector, so those rows' cache lines are read once (d outer
+//   re-read each line for every d in it);
+// - rows of `keys` (the keys the scores read) are padded to a multiple of 16
+//   floats plus 16. A tile of Q.K^T reads one short run of keys from each of
+//   head_dim rows; unpadded, a power-of-two key count puts those rows a
+//   multiple of 4 KiB apart, in the same L1 set, and they evict each other
+//   (masked_softmax at S = 2048 measured 15% faster padded, at S = 1024 8%;
+//   sdpa 10-11% at S = 2048, schedules/cpu/sdpa.h).
+inline void schedule_key_transpose(Halide::Func kt, const ScoreVars &v, int vw, Halide::Expr keys) {
     Halide::Var jo("kt_jo"), ji("kt_ji");
     kt.split(v.j, jo, ji, vw, Halide::TailStrategy::GuardWithIf).reorder(ji, v.d, jo).vectorize(ji);
+    kt.bound_storage(v.j, ((keys + 15) / 16) * 16 + 16);
 }
 
 }  // namespace hmha_gen::schedules::cpu

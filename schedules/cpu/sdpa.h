@@ -2,14 +2,15 @@
 // (nested, not fused: fusing would blur bounds inference of the masks); keys
 // are transposed once per head (unless they arrive transposed: the runtime's
 // Scratch::PerHead writes K^T with padded rows itself) into rows padded as
-// masked_softmax's are (pad_key_rows over kt_keys, the keys rounded up to
-// whole key blocks); then for each query block the online-softmax scan walks
-// key blocks, and every per-block Func (scores, exponentials, block sums, P.V)
-// lives in a key_block x query_block scratch computed at the scan's step, so
-// memory is O(S' x D + key_block x query_block) per thread whatever L is. A
-// query block's q is read only while its state is computed, before its out is
-// written (the runtime's Scratch::PerHead passes one buffer as both): keep i's
-// tail GuardWithIf, as ShiftInwards would recompute rows already written.
+// masked_softmax's are (schedule_key_transpose over kt_keys, the keys rounded
+// up to whole key blocks); then for each query block the online-softmax scan
+// walks key blocks, and every per-block Func (scores, exponentials, block
+// sums, P.V) lives in a key_block x query_block scratch computed at the scan's
+// step, so memory is O(S' x D + key_block x query_block) per thread whatever
+// L is. A query block's q is read only while its state is computed, before
+// its out is written (the runtime's Scratch::PerHead passes one buffer as
+// both): keep i's tail GuardWithIf, as ShiftInwards would recompute rows
+// already written.
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
 // 2 vectors x score_tile_rows queries (Q.K^T) and 2 vectors x tile_rows queries
 // (P.V); both default to 8 with 32 vector registers, 4 with 16: a wrapper Func
@@ -61,8 +62,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     if (!prm.keys_transposed) {
         f.sc.kt.compute_at(f.out, v.h);
-        schedule_key_transpose(f.sc.kt, v, vw);
-        pad_key_rows(f.sc.kt, v.j, kt_keys);
+        schedule_key_transpose(f.sc.kt, v, vw, kt_keys);
     }
 
     f.state.compute_at(f.out, io).vectorize(v.d, vw, guard);
