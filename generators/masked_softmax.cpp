@@ -12,6 +12,12 @@
 //                        block's heads run one after the other and add into
 //                        the block's mean, so per-head weights never reach
 //                        memory.
+//   sdpa_rows            (CPU) out alone (need_weights=false) for short key
+//                        sequences: a query block's whole rows of scores at
+//                        once, with none of the online softmax's per-block
+//                        rescaling (generators/sdpa.cpp); the same inputs and
+//                        output as sdpa, which the runtime calls instead when
+//                        the keys are few (runtime/src/sdpa_classes.h).
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/attend.h"
@@ -255,8 +261,24 @@ public:
     }
 };
 
+class SdpaRows : public SoftmaxAttendBase<SdpaRows> {
+public:
+    Output<Buffer<float, 4>> out{"out"};  // (D, H, L, N)
+
+    void generate() {
+        define_softmax_attend("sdpa_rows");
+        const ScoreVars &x = s_.v;
+        out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
+        out.set_estimates(e_.heads(e_.l));
+        schedules::cpu::schedule_sdpa_rows(s_.cpu_funcs(out), out, att, acc, s_.v, s_.rj, k.dim(2).extent(), has_masks,
+                                           {query_block, vw(), 0, score_tile_rows},
+                                           schedules::cpu::register_tile_rows(get_target()));
+    }
+};
+
 }  // namespace hmha_gen
 
 HALIDE_REGISTER_GENERATOR(hmha_gen::MaskedSoftmax, masked_softmax)
 HALIDE_REGISTER_GENERATOR(hmha_gen::SoftmaxAttend, softmax_attend)
 HALIDE_REGISTER_GENERATOR(hmha_gen::SoftmaxAttendMean, softmax_attend_mean)
+HALIDE_REGISTER_GENERATOR(hmha_gen::SdpaRows, sdpa_rows)

@@ -6,6 +6,9 @@
 //   out(d, h, i, n) = sum_j softmax_j(score(j, i, h, n)) * v(d, h, j, n)
 //
 // Rows whose keys are all hidden produce 0 (SPEC.md §2), never NaN.
+// On the CPU, calls with up to 1024 keys run sdpa_rows instead
+// (generators/masked_softmax.cpp: whole rows of keys, no per-block rescaling;
+// runtime/src/sdpa_classes.h).
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/defaults.h"

@@ -357,20 +357,30 @@ TEST_CASE("reference: S much larger than L and L much larger than S", "[referenc
         }
 }
 
-// The CPU family builds the fused sdpa twice (shape classes, CMakeLists.txt):
-// long key sequences use key blocks of HMHA_SDPA_KEY_BLOCK, short ones of
-// HMHA_SDPA_SHORT_KEY_BLOCK, whichever pads the keys least; Scratch::PerHead
-// calls the same two classes built to read K^T (HMHA_SDPA_KT_*). Key counts at
-// and around both blocks' multiples run each variant of both builds, full and
-// partial last blocks, with masks, causal and appended keys (S' = S + 1, 2),
-// need_weights=false.
-TEST_CASE("reference: fused sdpa at key counts around both shape classes' key blocks", "[reference]") {
+// The CPU family builds the fused sdpa three times (shape classes,
+// CMakeLists.txt): up to hmha::kSdpaRowsMaxKeys keys sdpa_rows takes whole
+// rows of keys; past that, long key sequences use key blocks of
+// HMHA_SDPA_KEY_BLOCK, short ones of HMHA_SDPA_SHORT_KEY_BLOCK, whichever pads
+// the keys least; Scratch::PerHead calls the two online classes built to read
+// K^T (HMHA_SDPA_KT_*). Key counts at and around both blocks' multiples (past
+// the rows' cap on the sequence path) and around the cap run each variant of
+// every build, full and partial last blocks, with masks, causal and appended
+// keys (S' = S + 1, 2), need_weights=false.
+TEST_CASE("reference: fused sdpa at key counts around the shape classes' key blocks", "[reference]") {
     for (hmha::Scratch scratch : {hmha::Scratch::Sequence, hmha::Scratch::PerHead}) {
         const bool kt = scratch == hmha::Scratch::PerHead;
         const int64_t kb = kt ? HMHA_SDPA_KT_KEY_BLOCK : HMHA_SDPA_KEY_BLOCK;
         const int64_t kb_short = kt ? HMHA_SDPA_KT_SHORT_KEY_BLOCK : HMHA_SDPA_SHORT_KEY_BLOCK;
-        std::vector<int64_t> key_counts{1, kb_short - 1, kb_short, kb_short + 1, kb - 1, kb, kb + 1, 2 * kb + 3};
-        int short_runs = 0, long_runs = 0;
+        // Past the rows' cap, a multiple of the long block: its multiples
+        // stay multiples.
+        const int64_t base = kt ? 0 : hmha::padded_keys(hmha::kSdpaRowsMaxKeys, kb);
+        std::vector<int64_t> key_counts{base + 1, base + kb_short - 1, base + kb_short, base + kb_short + 1,
+                                        base + kb - 1, base + kb, base + kb + 1, base + 2 * kb + 3};
+        if (!kt) {
+            for (int64_t S : {int64_t{1}, kb_short + 1, hmha::kSdpaRowsMaxKeys - 2, hmha::kSdpaRowsMaxKeys})
+                key_counts.push_back(S);
+        }
+        int rows_runs = 0, short_runs = 0, long_runs = 0;
         uint32_t seed = kt ? 8900 : 8800;
         for (int64_t S : key_counts)
             for (int variant = 0; variant < 3; variant++) {
@@ -390,13 +400,18 @@ TEST_CASE("reference: fused sdpa at key counts around both shape classes' key bl
                 c.scratch = scratch;
                 if (c.causal) c.L = S + 3;  // every key visible to some query: one call with all S keys
                 const int64_t keys = S + (c.add_bias_kv ? 1 : 0) + (c.add_zero_attn ? 1 : 0);
-                (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
+                if (!kt && hmha::use_rows(keys)) {
+                    rows_runs++;
+                } else {
+                    (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
+                }
                 run_case(c, seed++);
             }
-        // Both variants ran, so neither can be wrong unnoticed.
+        // Every class ran, so none can be wrong unnoticed.
         INFO("scratch=" << hmha::to_string(scratch));
         CHECK(short_runs > 0);
         CHECK(long_runs > 0);
+        CHECK((kt || rows_runs > 0));
     }
 }
 

@@ -33,14 +33,17 @@ struct KernelSet {
     SoftmaxFn masked_softmax;
     AttendFn attend;
     HeadMeanFn head_mean;
-    // Ours only: the short-key sdpa class and both key blocks; called as the
-    // runtime does (runtime/src/kernels.cpp, KernelSet::sdpa_for).
+    // Ours only: the short-key sdpa class and both key blocks, and the
+    // whole-rows class; called as the runtime does (runtime/src/kernels.cpp,
+    // KernelSet::sdpa_for).
     SdpaFn sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
+    SdpaFn sdpa_rows = nullptr;
     // Autoscheduled sets: the shape "N,L,S,E,H" whose estimates they were
     // scheduled with (null: ours).
     const char *estimate = nullptr;
     SdpaFn sdpa_for(int64_t keys) const {
+        if (sdpa_rows && hmha::use_rows(keys)) return sdpa_rows;
         return sdpa_short && hmha::use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short
                                                                                                   : sdpa;
     }

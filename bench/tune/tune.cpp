@@ -17,8 +17,9 @@
 //
 // One winner per kernel: the variant with the least total time over its shape
 // classes (many short sequences, the MHA bench shape, a long sequence; sdpa is
-// built twice, and tuned as `sdpa` on the long-key classes and `sdpa_short` on
-// the short one), so no class is tuned at the others' expense by more than the
+// built three times, and tuned as `sdpa` on the long-key classes, `sdpa_rows`
+// on short ones and `sdpa_short` on key counts long key blocks would pad:
+// classes_for), so no class is tuned at the others' expense by more than the
 // sum shows.
 // The untuned defaults (target-derived, schedules/cpu/defaults.h) are always in
 // the sweep, so a tuned build is never slower than an untuned one on this sum.
@@ -75,19 +76,22 @@ double time_ms(const std::function<void()> &run, int reps) {
 }
 
 // Shape classes (CMakeLists.txt, HMHA_CPU_CLASS_KERNELS): sdpa_short is the
-// sdpa generator built again for short key sequences, with its class defaults.
+// sdpa generator built again with shorter key blocks, with its class defaults;
+// sdpa_rows is a generator of its own (generators/masked_softmax.cpp).
 std::string generator_of(const std::string &kernel) {
     return kernel == "sdpa_short" ? "sdpa" : kernel;
 }
 
-Params class_defaults(const std::string &kernel) {
-    if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};  // as CMakeLists.txt
+Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
+    if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};
+    if (kernel == "sdpa_rows") return {{"query_block", "64"}};
     return {};
 }
 
 // Every kernel the tuner knows, in the order it tunes them by default.
-const std::vector<std::string> kAllKernels{"linear",         "sdpa",   "sdpa_short",          "masked_softmax",
-                                           "softmax_attend", "attend", "softmax_attend_mean", "head_mean"};
+const std::vector<std::string> kAllKernels{"linear",         "sdpa",          "sdpa_short", "sdpa_rows",
+                                           "masked_softmax", "softmax_attend", "attend",     "softmax_attend_mean",
+                                           "head_mean"};
 
 bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
@@ -112,8 +116,8 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         bind("bias", random_buffer({s.E}, rng));
         outputs.push_back(Buffer<float>(s.E, s.L * s.N));
     } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax" || kernel == "softmax_attend" ||
-               kernel == "softmax_attend_mean") {
-        const bool sdpa = generator_of(kernel) == "sdpa";
+               kernel == "softmax_attend_mean" || kernel == "sdpa_rows") {
+        const bool sdpa = generator_of(kernel) == "sdpa" || kernel == "sdpa_rows";
         bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
         bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
         if (kernel != "masked_softmax") bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
@@ -171,6 +175,10 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int qb : quick ? std::vector<int>{4, 16} : std::vector<int>{1, 4, 16, 32, 64, 128})
             for (int kc : quick ? std::vector<int>{0, 64} : std::vector<int>{0, 16, 32, 64, 128})
                 add({{"query_block", std::to_string(qb)}, {"key_chunk", std::to_string(kc)}});
+    } else if (kernel == "sdpa_rows") {
+        for (int qb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
+            for (int rows : quick ? std::vector<int>{0} : std::vector<int>{4, 8})
+                add({{"query_block", std::to_string(qb)}, {"score_tile_rows", std::to_string(rows)}});
     } else if (kernel == "softmax_attend_mean") {
         for (int kc : quick ? std::vector<int>{0, 256} : std::vector<int>{0, 256, 512})
             for (int qb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64, 128})
@@ -183,13 +191,21 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
 }
 
 // The shape classes a kernel is tuned on: sdpa on long key sequences,
-// sdpa_short on short ones, the others on all.
+// sdpa_rows on the short ones it takes (runtime/src/sdpa_classes.h: up to
+// 1024 keys), sdpa_short on key counts that 512-key blocks would pad (past
+// sdpa_rows' keys, and from 512 keys on the runtime's per-head path, whose
+// sdpa_kt_short takes sdpa_short's params), the others on all.
 std::vector<Shape> classes_for(const std::string &kernel, bool quick) {
     const Shape short_keys{32, 128, 128, 256, 4}, shorter_keys{32, 128, 64, 256, 4}, bench{4, 512, 512, 512, 8},
         long_seq{1, 2048, 2048, 512, 8};
-    if (quick) return {kernel == "sdpa_short" ? Shape{8, 128, 128, 256, 4} : Shape{4, 256, 256, 512, 8}};
+    if (quick) {
+        if (kernel == "sdpa_short") return {Shape{1, 128, 1100, 256, 4}};
+        if (kernel == "sdpa_rows") return {Shape{8, 128, 128, 256, 4}};
+        return {Shape{4, 256, 256, 512, 8}};
+    }
     if (kernel == "sdpa") return {bench, long_seq};
-    if (kernel == "sdpa_short") return {short_keys, shorter_keys};
+    if (kernel == "sdpa_short") return {Shape{2, 512, 700, 512, 8}, Shape{1, 512, 1100, 512, 8}};
+    if (kernel == "sdpa_rows") return {short_keys, shorter_keys, Shape{4, 256, 1000, 512, 8}};
     return {short_keys, bench, long_seq};
 }
 

@@ -106,6 +106,7 @@ const KernelSet &kernels_for(Device device) {
                                hmha_sdpa_short_cpu,
                                HMHA_SDPA_KEY_BLOCK,
                                HMHA_SDPA_SHORT_KEY_BLOCK,
+                               hmha_sdpa_rows_cpu,
                                hmha_sdpa_kt_cpu,
                                hmha_sdpa_kt_short_cpu,
                                HMHA_SDPA_KT_KEY_BLOCK,
@@ -137,6 +138,7 @@ const KernelSet &kernels_for(Device device) {
 }
 
 decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys) const {
+    if (sdpa_rows != nullptr && use_rows(keys)) return sdpa_rows;
     if (sdpa_short == nullptr) return sdpa;
     return use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short : sdpa;
 }

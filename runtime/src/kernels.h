@@ -13,6 +13,7 @@
 #endif
 
 #include <cstdint>
+#include <type_traits>
 
 #include "HalideRuntime.h"
 #include "hmha/hmha.h"
@@ -23,6 +24,7 @@
 #include "hmha_sdpa_cpu.h"
 #include "hmha_sdpa_kt_cpu.h"
 #include "hmha_sdpa_kt_short_cpu.h"
+#include "hmha_sdpa_rows_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
 #include "hmha_softmax_attend_mean_cpu.h"
@@ -58,6 +60,9 @@ struct KernelSet {
     // key sequences (null: the family has one sdpa).
     decltype(&hmha_sdpa_cpu) sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
+    // And one with whole rows of keys (no key blocks), for at most
+    // kSdpaRowsMaxKeys keys (null: none).
+    decltype(&hmha_sdpa_rows_cpu) sdpa_rows = nullptr;
     // The sdpa to call for `keys` keys (sdpa_classes.h).
     decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
     // The CPU's sdpa classes reading K^T (keys_transposed), for
@@ -78,6 +83,8 @@ struct KernelSet {
     // block's heads in turn, only their mean written.
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean = nullptr;
 };
+static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)>,
+              "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns either");
 
 // The kernels for `device`; throws Error when this build or machine lacks it
 // (the device API is initialised once, on first use). A family this build did

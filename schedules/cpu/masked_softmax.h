@@ -7,6 +7,8 @@
 // noise of 4), while sdpa's scores gain 1-3% from 8 (schedules/cpu/sdpa.h).
 #pragma once
 
+#include <numeric>
+
 #include "Halide.h"
 #include "generators/attention_scores.h"
 #include "schedules/cpu/attend.h"
@@ -43,6 +45,16 @@ inline void schedule_block_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Hal
     f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
 }
 
+// att (a query block's product with V) and so the scores it reads cover
+// whole register tiles of queries: past L, q and the masks are read through a
+// clamp. A block of variable rows kept a guard per row in every tile; whole
+// query blocks (bound_extent, as before 2026-11-27) computed a block of rows
+// for a single query (sdpa_rows at L = 1: 15x the time; L = 129, S = 300 with
+// blocks of 128: 2.7x).
+inline void whole_tiles_of_rows(Halide::Func att, Halide::Var i, const MaskedSoftmaxParams &prm, int tile_rows) {
+    att.align_extent(i, std::lcm(tile_rows, prm.score_tile_rows));
+}
+
 inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
                                     const MaskedSoftmaxParams &prm) {
     using namespace Halide;
@@ -71,9 +83,8 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
     parallel_query_blocks(out, v.d, v.i, v.h, v.n, prm.query_block)
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
-    // Whole query blocks (the scores read q and the masks through a clamp):
-    // a block of variable rows kept a guard per row in every tile.
-    att.compute_at(out, io).bound_extent(v.i, prm.query_block);
+    att.compute_at(out, io);
+    whole_tiles_of_rows(att, v.i, prm, tile_rows);
     tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows});
     att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
 }
@@ -106,8 +117,27 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
     schedule_key_transpose(f.sc.kt, v, prm.vector_width, f.weights.output_buffer().dim(0).extent());
     schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk,
                            prm.score_tile_rows);
-    att.compute_at(out, rh.x).bound_extent(v.i, prm.query_block);
+    att.compute_at(out, rh.x);
+    whole_tiles_of_rows(att, v.i, prm, tile_rows);
     tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows, prm.key_chunk});
+    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+}
+
+// sdpa_rows: softmax_attend's loop nest without the weights: a query block's
+// softmax and its product with V, computed at out's query block.
+inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
+                               const ScoreVars &v, Halide::RDom rj, Halide::Expr keys, Halide::Expr has_masks,
+                               const MaskedSoftmaxParams &prm, int tile_rows) {
+    using namespace Halide;
+    Var io("io");
+    parallel_query_blocks(out, v.d, v.i, v.h, v.n, prm.query_block)
+        .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf);
+    f.sc.kt.compute_at(out, v.h);
+    schedule_key_transpose(f.sc.kt, v, prm.vector_width, keys);
+    schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(out, io), 0, prm.score_tile_rows);
+    att.compute_at(out, io);
+    whole_tiles_of_rows(att, v.i, prm, tile_rows);
+    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows});
     att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
 }
 

@@ -22,6 +22,7 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var jo("jo"), ji("ji"), it("it"), iti("iti"), jc("jc");
+    score.align_extent(v.j, 2 * vw);
     for (Stage s : {score.specialize(!has_masks), Stage(score)}) {
         s.split(v.j, jo, ji, 2 * vw, guard)
             .split(v.i, it, iti, tile_rows, guard)
