@@ -4,7 +4,9 @@
 // keys x score_tile_rows queries), then max, exp-sum and the normalised rows.
 // score_tile_rows defaults to 4 here even with 32 vector registers: 8 made
 // softmax_attend_mean 1.5-1.75x slower (hmha_tune, 2026-11-26; 6 was within
-// noise of 4), while sdpa's scores gain 1-3% from 8 (schedules/cpu/sdpa.h).
+// noise of 4), and still 1.1-1.2x once the score tiles no longer guarded
+// their key vectors (schedules/cpu/scores.h), while sdpa's scores gain 1-3%
+// from 8 (schedules/cpu/sdpa.h) and sdpa_rows' 4-10%.
 #pragma once
 
 #include <numeric>

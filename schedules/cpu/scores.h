@@ -22,6 +22,10 @@ inline void schedule_register_tiled_scores(Halide::Func score, const AttentionSc
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var jo("jo"), ji("ji"), it("it"), iti("iti"), jc("jc");
+    // Whole tiles of keys: a score block of S keys (the softmax kernels')
+    // otherwise guarded every second vector inside the dot's head-dim loop,
+    // which cost masked_softmax 12% at S = 2048 and sdpa_rows 1.5x
+    // (bench/results/amd-epyc-zen4-2core-2026-11-26-sdpa-rows-experiment.md).
     score.align_extent(v.j, 2 * vw);
     for (Stage s : {score.specialize(!has_masks), Stage(score)}) {
         s.split(v.j, jo, ji, 2 * vw, guard)
