@@ -415,16 +415,18 @@ TEST_CASE("reference: fused sdpa at key counts around the shape classes' key blo
     }
 }
 
-// The CPU's need_weights kernels (softmax_attend, and softmax_attend_mean when
-// averaging) compute whole query blocks, reading q and the masks through a
-// clamp past the last query, and the runtime calls them per chunk of 1024
-// queries: query counts around every query block the tuner may pick (8 to 128)
-// and across a chunk boundary, with per-query masks, causal rows and appended
-// keys.
-TEST_CASE("reference: need_weights at query counts around the query blocks and the query chunk", "[reference]") {
+// The CPU's whole-row kernels (softmax_attend, softmax_attend_mean when
+// averaging, and sdpa_rows for need_weights=false with at most
+// kSdpaRowsMaxKeys keys) compute whole register tiles of queries, reading q
+// and the masks through a clamp past the last query, and the runtime calls the
+// need_weights ones per chunk of 1024 queries: query counts around every query
+// block the tuner may pick (8 to 128) and across a chunk boundary, with
+// per-query masks, causal rows and appended keys.
+TEST_CASE("reference: whole-row kernels at query counts around the query blocks and the query chunk",
+          "[reference]") {
     uint32_t seed = 9500;
     for (int64_t L : {1, 3, 7, 9, 17, 31, 33, 63, 65, 127, 129, 1029})
-        for (int variant = 0; variant < 3; variant++) {
+        for (int variant = 0; variant < 4; variant++) {
             Case c;
             c.E = 16;
             c.H = 2;
@@ -432,10 +434,10 @@ TEST_CASE("reference: need_weights at query counts around the query blocks and t
             c.S = variant == 2 ? 1 : 19;
             c.N = variant == 1 ? 1 : 2;
             c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
-            c.weights = variant == 0 ? Weights::PerHead : Weights::Averaged;
-            c.mask = variant == 0 ? MaskKind::Bool3D : MaskKind::None;
+            c.weights = variant == 0 ? Weights::PerHead : variant == 3 ? Weights::None : Weights::Averaged;
+            c.mask = variant == 0 || variant == 3 ? MaskKind::Bool3D : MaskKind::None;
             c.pad = variant == 1 ? PadKind::Float : PadKind::None;
-            c.causal = variant == 1;
+            c.causal = variant == 1 || variant == 3;
             c.add_bias_kv = variant == 2;
             c.add_zero_attn = variant == 2;
             c.hide_p = 0.2;
