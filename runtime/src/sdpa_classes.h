@@ -25,7 +25,7 @@ inline bool use_short_key_block(int64_t keys, int64_t key_block, int64_t short_k
 // sdpa_rows up to this many keys. Its scratch is a query block's scores and
 // exponentials, 2 x query_block x keys floats a thread (1 MiB at 128 x 1024),
 // so it is capped where the online classes' key blocks bound theirs. Measured
-// (hmha_tune, AVX-512, 2026-11-27, (2, 512, S, 512, 8)): rows against the
+// (hmha_tune, AVX-512, 2026-11-26, (2, 512, S, 512, 8)): rows against the
 // better online class 0.81 / 0.96 ms at S = 64, 2.3 / 2.8 at 192, 3.0 / 3.4 at
 // 256, 4.4 / 5.0 at 384, 8.3 / 10.3 at 700, 12.4 / 12.8 at 1024; at
 // (1, 512, S, 512, 8) still 12.4 / 12.7 at 2048 and even at 4096.

@@ -47,25 +47,38 @@ inline void schedule_block_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Hal
     f.row_sum.update().atomic().vectorize(rj.x, vw, guard);
 }
 
-// att (a query block's product with V) and so the scores it reads cover
+// att (a query block's product with V), computed at `at` with attend's
+// register tiles (key_chunk: prm's). It and so the scores it reads cover
 // whole register tiles of queries: past L, q and the masks are read through a
 // clamp. A block of variable rows kept a guard per row in every tile; whole
-// query blocks (bound_extent, as before 2026-11-27) computed a block of rows
-// for a single query (sdpa_rows at L = 1: 15x the time; L = 129, S = 300 with
+// query blocks (bound_extent, until 2026-11-26) computed a block of rows for
+// a single query (sdpa_rows at L = 1: 15x the time; L = 129, S = 300 with
 // blocks of 128: 2.7x).
-inline void whole_tiles_of_rows(Halide::Func att, Halide::Var i, const MaskedSoftmaxParams &prm, int tile_rows) {
-    att.align_extent(i, std::lcm(tile_rows, prm.score_tile_rows));
+inline void schedule_block_attend(Halide::Func att, Halide::Func acc, Halide::LoopLevel at, Halide::Func out,
+                                  const ScoreVars &v, Halide::RDom rj, const MaskedSoftmaxParams &prm, int tile_rows) {
+    att.compute_at(at).align_extent(v.i, std::lcm(tile_rows, prm.score_tile_rows));
+    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows, prm.key_chunk});
+    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+}
+
+// `owner` (the weights, or sdpa_rows' out) in parallel query blocks with
+// `inner` innermost; K transposed per head of it (rows of `keys`) and the
+// block's softmax at its query block.
+inline void schedule_query_block_softmax(MaskedSoftmaxFuncs f, Halide::Func owner, Halide::Var inner, Halide::Expr keys,
+                                         const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
+                                         const MaskedSoftmaxParams &prm) {
+    using namespace Halide;
+    const int vw = prm.vector_width;
+    Var io("io");
+    parallel_query_blocks(owner, inner, v.i, v.h, v.n, prm.query_block).vectorize(inner, vw, TailStrategy::GuardWithIf);
+    f.sc.kt.compute_at(owner, v.h);
+    schedule_key_transpose(f.sc.kt, v, vw, keys);
+    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(owner, io), 0, prm.score_tile_rows);
 }
 
 inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
                                     const MaskedSoftmaxParams &prm) {
-    using namespace Halide;
-    const int vw = prm.vector_width;
-    Var io("io");
-    parallel_query_blocks(f.weights, v.j, v.i, v.h, v.n, prm.query_block).vectorize(v.j, vw, TailStrategy::GuardWithIf);
-    f.sc.kt.compute_at(f.weights, v.h);
-    schedule_key_transpose(f.sc.kt, v, vw, f.weights.output_buffer().dim(0).extent());
-    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(f.weights, io), 0, prm.score_tile_rows);
+    schedule_query_block_softmax(f, f.weights, v.j, f.weights.output_buffer().dim(0).extent(), v, rj, has_masks, prm);
 }
 
 // softmax_attend: the weights as above, and out = e.V / row sum in the same
@@ -85,10 +98,7 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
     parallel_query_blocks(out, v.d, v.i, v.h, v.n, prm.query_block)
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
-    att.compute_at(out, io);
-    whole_tiles_of_rows(att, v.i, prm, tile_rows);
-    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows});
-    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+    schedule_block_attend(att, acc, LoopLevel(out, io), out, v, rj, prm, tile_rows);
 }
 
 // softmax_attend_mean: as softmax_attend, but parallel over batch and query
@@ -119,10 +129,7 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
     schedule_key_transpose(f.sc.kt, v, prm.vector_width, f.weights.output_buffer().dim(0).extent());
     schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk,
                            prm.score_tile_rows);
-    att.compute_at(out, rh.x);
-    whole_tiles_of_rows(att, v.i, prm, tile_rows);
-    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows, prm.key_chunk});
-    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+    schedule_block_attend(att, acc, LoopLevel(out, rh.x), out, v, rj, prm, tile_rows);
 }
 
 // sdpa_rows: softmax_attend's loop nest without the weights: a query block's
@@ -131,16 +138,8 @@ inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::F
                                const ScoreVars &v, Halide::RDom rj, Halide::Expr keys, Halide::Expr has_masks,
                                const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
-    Var io("io");
-    parallel_query_blocks(out, v.d, v.i, v.h, v.n, prm.query_block)
-        .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf);
-    f.sc.kt.compute_at(out, v.h);
-    schedule_key_transpose(f.sc.kt, v, prm.vector_width, keys);
-    schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(out, io), 0, prm.score_tile_rows);
-    att.compute_at(out, io);
-    whole_tiles_of_rows(att, v.i, prm, tile_rows);
-    tile_attend(att, v.d, v.i, acc, v.d, v.i, rj, {prm.query_block, prm.vector_width, tile_rows});
-    att.specialize(out.output_buffer().dim(0).extent() % (2 * prm.vector_width) == 0);
+    schedule_query_block_softmax(f, out, v.d, keys, v, rj, has_masks, prm);
+    schedule_block_attend(att, acc, LoopLevel(out, Var("io")), out, v, rj, prm, tile_rows);
 }
 
 }  // namespace hmha_gen::schedules::cpu
