@@ -8,7 +8,7 @@
 //
 //   build/bench/hmha_bench --case IMPL --shape N,L,S,E,H [--need-weights] [--causal]
 //                          [--cross] [--min-time SEC] [--dump DIR | --ref DIR]
-//                          [--scratch auto|sequence|per-head]
+//                          [--scratch auto|sequence|per-head] [--batch-chunk B]
 //       One forward case in this (fresh) process, as one JSON line: median ms,
 //       GFLOP/s, peak resident memory, and the check against our output. IMPL is
 //       ours, blas, or a kernel set of --list (autoschedulers; needs
@@ -62,6 +62,7 @@ struct Impl {
 // --hmha-device=cpu|cuda|opencl: the device of ours (the peers are CPU code).
 hmha::Device g_device = hmha::Device::CPU;
 hmha::Scratch g_scratch = hmha::Scratch::Auto;
+int64_t g_batch_chunk = 0;  // hmha::Options::batch_chunk
 
 class Ours : public Impl {
 public:
@@ -78,6 +79,7 @@ public:
         opt.batch_first = true;
         opt.device = g_device;
         opt.scratch = g_scratch;
+        opt.batch_chunk = g_batch_chunk;
         mha_.emplace(opt, sd);
     }
     // On a GPU the inputs are copied to the device once (the first, untimed,
@@ -598,6 +600,7 @@ int main(int argc, char **argv) {
     try {
         if (a.has("hmha-device")) g_device = hmha::parse_device(a.get("hmha-device"));
         if (a.has("scratch")) g_scratch = hmha::parse_scratch(a.get("scratch"));
+        if (a.has("batch-chunk")) g_batch_chunk = std::stoll(a.get("batch-chunk"));
         if (a.has("case")) return run_case(a);
         if (a.has("sgemm")) return run_sgemm(a);
         if (a.has("fma-peak")) return run_fma_peak();

@@ -139,7 +139,7 @@ TEST_CASE("errors: embed_dim not divisible by num_heads names both values", "[er
                          "num_heads", "12", "5");
 }
 
-TEST_CASE("errors: non-positive embed_dim or num_heads and negative kdim or vdim", "[errors]") {
+TEST_CASE("errors: non-positive embed_dim or num_heads and negative kdim, vdim or batch_chunk", "[errors]") {
     const auto sd = poisoned_state_dict(opts(8, 1));
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(opts(0, 1), sd), "embed_dim", "0");
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(opts(-8, 2), sd), "embed_dim", "-8");
@@ -151,6 +151,9 @@ TEST_CASE("errors: non-positive embed_dim or num_heads and negative kdim or vdim
     o.kdim = 0;
     o.vdim = -5;
     CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, sd), "vdim", "-5");
+    o.vdim = 0;
+    o.batch_chunk = -1;
+    CHECK_ERROR_MENTIONS(hmha::MultiheadAttention(o, sd), "batch_chunk", ">= 0", "-1");
 }
 
 TEST_CASE("errors: each missing weight tensor is named", "[errors]") {

@@ -213,11 +213,12 @@ Problem make_problem(uint32_t seed, bool batch_first, bool separate_kv = false) 
 
 // What `hmha run` must produce: the same Options the CLI builds, forward in-process.
 hmha::ForwardResult in_process(const Problem &p, bool batch_first, bool add_zero_attn, const hmha::ForwardOptions &fo,
-                               hmha::Scratch scratch = hmha::Scratch::Auto) {
+                               hmha::Scratch scratch = hmha::Scratch::Auto, int64_t batch_chunk = 0) {
     hmha::Options opt = hmha::Options::from_state_dict(p.weights, p.H);
     opt.batch_first = batch_first;
     opt.add_zero_attn = add_zero_attn;
     opt.scratch = scratch;
+    opt.batch_chunk = batch_chunk;
     hmha::MultiheadAttention mha(opt, p.weights);
     return mha.forward(p.inputs.at("query"), p.inputs.at("key"), p.inputs.at("value"), fo);
 }
@@ -581,6 +582,7 @@ TEST_CASE("cli: kdim/vdim, bias_kv, zero_attn, masks and is_causal go through un
                                      "--device",
                                      "cpu",
                                      "--scratch=per-head",
+                                     "--batch-chunk=1",
                                      "--dropout=0.1"};
     CliResult r = run_cli(dir, args);
     INFO(joined(args) << "\nstderr: " << r.err);
@@ -592,7 +594,7 @@ TEST_CASE("cli: kdim/vdim, bias_kv, zero_attn, masks and is_causal go through un
     fo.attn_mask = p.inputs.at("attn_mask");
     fo.is_causal = true;
     fo.average_attn_weights = false;
-    hmha::ForwardResult ref = in_process(p, true, true, fo);
+    hmha::ForwardResult ref = in_process(p, true, true, fo, hmha::Scratch::PerHead, 1);
     CHECK(out.at("attn_output").shape() == std::vector<int64_t>{p.N, p.L, p.E});
     CHECK(out.at("attn_output_weights").shape() == std::vector<int64_t>{p.N, p.H, p.L, p.S + 2});
     CHECK(same_bits(out.at("attn_output"), ref.attn_output));
@@ -747,6 +749,8 @@ TEST_CASE("cli: every error is one stderr line naming the argument, and writes n
         {with({"--is-causal=1"}), "--is-causal"},
         {with({"--device", "tpu"}), "--device"},
         {with({"--scratch", "small"}), "--scratch"},
+        {with({"--batch-chunk", "0"}), "--batch-chunk"},
+        {with({"--batch-chunk=x"}), "--batch-chunk"},
         {with({"--dropout", "abc"}), "--dropout"},
         {with({"--dropout=1.5"}), "--dropout"},
         {plus(without("--output"), {"--output="}), "--output"},

@@ -51,6 +51,7 @@ struct Case {
     bool unbatched_batch_first = false;  // Options.batch_first with unbatched inputs (must be ignored)
     double hide_p = 0.25;                // chance that a mask element hides its key
     hmha::Scratch scratch = hmha::Scratch::Auto;
+    int64_t batch_chunk = 0;  // Options::batch_chunk
 
     std::string describe() const {
         std::ostringstream s;
@@ -59,7 +60,7 @@ struct Case {
           << " layout=" << name(layout) << " attn_mask=" << name(mask) << " key_padding_mask=" << name(pad)
           << " is_causal=" << causal << " need_weights=" << name(weights) << " self_attention=" << self_attention
           << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p
-          << " scratch=" << hmha::to_string(scratch);
+          << " scratch=" << hmha::to_string(scratch) << " batch_chunk=" << batch_chunk;
         return s.str();
     }
 };
@@ -114,6 +115,7 @@ void run_case(const Case &c, uint32_t seed) {
     o.vdim = c.vdim;
     o.batch_first = c.layout == Layout::BatchFirst || (c.layout == Layout::Unbatched && c.unbatched_batch_first);
     o.scratch = c.scratch;
+    o.batch_chunk = c.batch_chunk;
     const int64_t kdim = c.kdim ? c.kdim : c.E, vdim = c.vdim ? c.vdim : c.E;
     const auto sd = random_state_dict(o, rng);
 
@@ -255,6 +257,43 @@ TEST_CASE("reference: Scratch::PerHead and Scratch::Sequence over 300 random con
         c.scratch = i % 3 == 2 ? hmha::Scratch::Sequence : hmha::Scratch::PerHead;
         run_case(c, 12000 + i);
     }
+}
+
+// Options::batch_chunk: on the CPU the Sequence path projects, attends and
+// projects out a chunk of batches per pass when the inputs are batch-major
+// (runtime/src/mha.cpp, sequence_batch_chunk). Chunks of 1 to 3 batches of
+// N = 2 to 7 (short last chunks), every weights kind, per-batch masks (3-D
+// attn_mask, key_padding_mask), causal, appended keys (their per-batch copy
+// into K and V), kdim/vdim and S = 0; seq-first and unbatched inputs, which it
+// leaves in one pass, and chunks of N or more too.
+TEST_CASE("reference: Sequence passes of batch_chunk batches", "[reference]") {
+    std::mt19937 rng(20261126);
+    for (uint32_t i = 0; i < 150; ++i) {
+        Case c = random_case(rng);
+        c.layout = i % 10 == 8 ? Layout::SeqFirst : i % 10 == 9 ? Layout::Unbatched : Layout::BatchFirst;
+        c.N = c.layout == Layout::Unbatched ? 1 : pick<int64_t>(rng, {2, 3, 5, 7});
+        c.batch_chunk = pick<int64_t>(rng, {1, 1, 2, 3, 7});
+        c.scratch = hmha::Scratch::Sequence;
+        if (i % 15 == 0) {
+            c.S = 0;
+            c.self_attention = false;
+        }
+        run_case(c, 16000 + i);
+    }
+    // Auto: 2 * (L + S) * E floats a batch, 512 KiB here, so on up to 7
+    // threads (1 MiB each) a pass holds fewer than 16 batches.
+    Case c;
+    c.E = 256;
+    c.H = 4;
+    c.L = c.S = 128;
+    c.N = 16;
+    c.layout = Layout::BatchFirst;
+    c.weights = Weights::None;
+    c.pad = PadKind::Bool;
+    c.causal = true;
+    run_case(c, 16200);
+    c.weights = Weights::Averaged;
+    run_case(c, 16201);
 }
 
 // Per-head rounds around the narrow-head grouping (heads of width D go

@@ -77,6 +77,8 @@ options (booleans take --x, --x=true or --x=false; defaults in brackets):
   --device cpu|cuda|opencl    where the kernels run                      [cpu]
   --scratch auto|sequence|per-head
                               memory policy without weights (hmha.h)     [auto]
+  --batch-chunk B             batches per pass of the sequence policy    [auto]
+                              (CPU, --batch-first; hmha.h)
   --dropout P                 accepted for compatibility, no effect      [0]
   --verbose                   print the shapes and the forward time
   -h, --help                  print this help
@@ -309,7 +311,7 @@ int cmd_run(const std::vector<std::string> &args) {
     }
     OptionSpec spec{
         "run",
-        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--scratch", "--dropout"},
+        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--scratch", "--batch-chunk", "--dropout"},
         {"--batch-first", "--add-zero-attn", "--need-weights", "--average-attn-weights", "--is-causal", "--verbose"}};
     Parsed p = parse_options(args, spec);
     reject_positionals(p, "run");
@@ -322,6 +324,8 @@ int cmd_run(const std::vector<std::string> &args) {
     const int64_t num_heads = parse_positive_int("--num-heads", require_value(p, "--num-heads", "H"));
     const hmha::Device device = parse_choice(p, "--device", hmha::Device::CPU, hmha::parse_device);
     const hmha::Scratch scratch = parse_choice(p, "--scratch", hmha::Scratch::Auto, hmha::parse_scratch);
+    const int64_t batch_chunk =
+        p.values.count("--batch-chunk") ? parse_positive_int("--batch-chunk", p.values.at("--batch-chunk")) : 0;
     double dropout = 0.0;
     if (p.values.count("--dropout")) {
         dropout = parse_double("--dropout", p.values.at("--dropout"), 0.0, 1.0, "a probability in [0, 1]");
@@ -378,6 +382,7 @@ int cmd_run(const std::vector<std::string> &args) {
     opt.add_zero_attn = flag(p, "--add-zero-attn", false);
     opt.device = device;
     opt.scratch = scratch;
+    opt.batch_chunk = batch_chunk;
     opt.dropout = dropout;
     hmha::MultiheadAttention mha(opt, weights);
 
@@ -406,7 +411,8 @@ int cmd_run(const std::vector<std::string> &args) {
                   << " vdim=" << (opt.vdim ? opt.vdim : opt.embed_dim) << " bias=" << bool_text(opt.bias)
                   << " add_bias_kv=" << bool_text(opt.add_bias_kv) << " add_zero_attn=" << bool_text(opt.add_zero_attn)
                   << " batch_first=" << bool_text(opt.batch_first) << " device=" << hmha::to_string(opt.device)
-                  << " scratch=" << hmha::to_string(opt.scratch) << "\n";
+                  << " scratch=" << hmha::to_string(opt.scratch)
+                  << " batch_chunk=" << (opt.batch_chunk ? std::to_string(opt.batch_chunk) : "auto") << "\n";
         std::cout << "forward: need_weights=" << bool_text(fwd.need_weights)
                   << " average_attn_weights=" << bool_text(fwd.average_attn_weights)
                   << " is_causal=" << bool_text(fwd.is_causal) << "\n";

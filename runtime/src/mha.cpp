@@ -2,12 +2,14 @@
 // generated kernels as strided Halide views (no layout copies), dispatch.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <type_traits>
 
 #include "HalideBuffer.h"
@@ -295,6 +297,9 @@ static void validate_options(Options &o) {
         throw Error("kdim and vdim must be positive (or 0 for embed_dim), got kdim=" + str(o.kdim) +
                     " and vdim=" + str(o.vdim));
     }
+    if (o.batch_chunk < 0) {
+        throw Error("batch_chunk: expected >= 0 (0 = auto), got " + str(o.batch_chunk));
+    }
     if (o.kdim == 0) o.kdim = o.embed_dim;
     if (o.vdim == 0) o.vdim = o.embed_dim;
     if (!(o.dropout >= 0.0 && o.dropout <= 1.0)) {
@@ -520,6 +525,30 @@ bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t N, int64_t E) {
     }
     return (L >= kPerHeadMinLength && Sk >= kPerHeadMinLength) ||
            2 * (L + Sk) * N * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
+}
+
+// The threads of Halide's pool: HL_NUM_THREADS, else one per core.
+int64_t halide_threads() {
+    if (const char *env = std::getenv("HL_NUM_THREADS")) {
+        const int64_t v = std::atoll(env);
+        if (v > 0) return v;
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Batches per pass of the Sequence path (Options::batch_chunk). Only the CPU
+// with batch-major rows (batch_first, or one batch) chunks: a chunk's query,
+// key and output rows are then one run of the caller's rows each. Auto: about
+// kSequenceChunkBytesPerThread of Q, K, V and attention scratch per thread,
+// at least one batch: at (32, 128, 128, 256, 4) on 2 cores (512 KiB a batch)
+// a pass over all 32 batches measured 14.8 ms and 4 batches at a time 13.3-13.4
+// (8 calls of N = 4), the 24 MiB of one pass leaving the cache between kernels.
+int64_t sequence_batch_chunk(const Options &o, const Geometry &g, bool cpu) {
+    if (!cpu || g.N <= 1 || g.q_pos != 1) return g.N;
+    if (o.batch_chunk > 0) return std::min(g.N, o.batch_chunk);
+    const int64_t per_batch = 2 * (g.L + g.keys()) * g.E * (int64_t)sizeof(float);
+    const int64_t budget = kSequenceChunkBytesPerThread * halide_threads();
+    return std::clamp<int64_t>(budget / std::max<int64_t>(per_batch, 1), 1, g.N);
 }
 
 // Columns [c0, c0 + y.dim(0).extent()) of projection p, for the rows of x.
@@ -766,126 +795,169 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // scratch and copied into place with Halide's strided buffer copy (host or
     // device alike).
     const bool per_batch = g.kv_pos == 1 && Sk != S && S > 0;
-    const int64_t kv_rows = Sk * N;
-    WorkspaceLease ws(*m.workspaces, {L * N * E, L * N * E, kv_rows * E, kv_rows * E,
-                                      weights_scratch ? N * H * std::min(L, kWeightsQueryChunk) * Sk : 0,
-                                      per_batch ? S * N * E : 0, per_batch ? S * N * E : 0});
+    // Batches per pass (sequence_batch_chunk): all N, or on the CPU with
+    // batch-major rows a chunk whose projections, attention and output
+    // projection run before the next chunk's, so that its scratch stays in
+    // cache. Views keep absolute coordinates (a chunk's rows and batches are
+    // translated to where they are in the whole), so the kernels index the
+    // caller's masks, outputs and weights as in one pass.
+    const int64_t NB = sequence_batch_chunk(o, g, ks.device == nullptr);
+    const int64_t chunk = std::min(L, kWeightsQueryChunk);  // need_weights query chunks, see below
+    WorkspaceLease ws(*m.workspaces, {L * NB * E, L * NB * E, Sk * NB * E, Sk * NB * E,
+                                      weights_scratch ? NB * H * chunk * Sk : 0,
+                                      per_batch ? S * NB * E : 0, per_batch ? S * NB * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
-    HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * N, E}}));
-    HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * N, E}}));
-    HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {kv_rows, E}}));
-    HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {kv_rows, E}}));
     const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
+    // A chunk's view moved to where the chunk is in the whole (dimension d
+    // starting at `min`). Only when chunked, i.e. on the CPU: Halide's
+    // translate() frees a device allocation.
+    auto at_offset = [](HBuf &b, int d, int64_t min) {
+        if (min != 0) b.translate(d, (int)min);
+    };
+    // Rows [r0, r0 + rows) of a whole-input view; the view itself for all of them.
+    auto rows_of = [](HBuf b, int64_t r0, int64_t rows) {
+        return r0 == 0 && rows == b.dim(1).extent() ? b : b.cropped(1, (int)r0, (int)rows);
+    };
+    const HBuf q_in = dv.input<float>(query, {{E, 1}, {L * N, E}});
+    const HBuf k_in = S > 0 ? dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}}) : HBuf();
+    const HBuf v_in = S > 0 ? dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}}) : HBuf();
+    const HBuf out_all = output_view(result.attn_output, {{E, 1}, {L * N, E}});
+    // Whole-output weights: the per-head ones (need_weights without averaging)
+    // or their mean.
+    const HBuf per_head_out =
+        f.need_weights && !averaged
+            ? output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}})
+            : HBuf();
+    const HBuf mean_out = averaged ? output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
 
-    // Appended rows (bias_k/bias_v, then zero_attn's zeros) are written on the
-    // host first; on a GPU the whole scratch then goes up once, before the
-    // projections fill in the real rows on the device.
-    for (int64_t n = 0; n < N; n++) {
-        for (int64_t s = S; s < Sk; s++) {
-            const int64_t row = s * kv_pos + n * kv_batch;
-            const size_t bytes = (size_t)E * sizeof(float);
-            const bool bias_row = o.add_bias_kv && s == S;
-            if (bias_row) {
-                std::memcpy(&kp[row * E], m.bias_k.data(), bytes);
-                std::memcpy(&vp[row * E], m.bias_v.data(), bytes);
-            } else {
-                std::memset(&kp[row * E], 0, bytes);
-                std::memset(&vp[row * E], 0, bytes);
+    for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        const int64_t nb = std::min(NB, N - n0), kv_rows = Sk * nb;
+        // The chunk's first query row: batch-major rows when
+        // chunked (NB < N), 0 otherwise.
+        const int64_t q0 = n0 * L;
+        HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * nb, E}}));
+        HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * nb, E}}));
+        HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {kv_rows, E}}));
+        HBuf v_rows = dv.scratch(view(vp, {{E, 1}, {kv_rows, E}}));
+
+        // Appended rows (bias_k/bias_v, then zero_attn's zeros) are written on the
+        // host first; on a GPU the whole scratch then goes up once, before the
+        // projections fill in the real rows on the device.
+        for (int64_t n = 0; n < nb; n++) {
+            for (int64_t s = S; s < Sk; s++) {
+                const int64_t row = s * kv_pos + n * kv_batch;
+                const size_t bytes = (size_t)E * sizeof(float);
+                const bool bias_row = o.add_bias_kv && s == S;
+                if (bias_row) {
+                    std::memcpy(&kp[row * E], m.bias_k.data(), bytes);
+                    std::memcpy(&vp[row * E], m.bias_v.data(), bytes);
+                } else {
+                    std::memset(&kp[row * E], 0, bytes);
+                    std::memset(&vp[row * E], 0, bytes);
+                }
             }
         }
-    }
-    if (ks.device && Sk > S) {
-        for (HBuf *rows : {&k_rows, &v_rows}) {
-            rows->set_host_dirty();
-            check_status("copy_to_device", rows->copy_to_device(ks.device));
+        if (ks.device && Sk > S) {
+            for (HBuf *rows : {&k_rows, &v_rows}) {
+                rows->set_host_dirty();
+                check_status("copy_to_device", rows->copy_to_device(ks.device));
+            }
         }
-    }
-    {
-        HBuf x = dv.input<float>(query, {{E, 1}, {L * N, E}});
-        project(ks, m.q, x, q_rows);
-    }
-    if (S > 0) {
-        HBuf kx = dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}});
-        HBuf vx = dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}});
-        if (!per_batch) {
-            HBuf ky = k_rows.cropped(1, 0, (int)(S * N)), vy = v_rows.cropped(1, 0, (int)(S * N));
-            project(ks, m.k, kx, ky);
-            project(ks, m.v, vx, vy);
+        at_offset(q_rows, 1, q0);
+        {
+            HBuf x = rows_of(q_in, q0, L * nb);
+            project(ks, m.q, x, q_rows);
+        }
+        if (S > 0) {
+            HBuf kx = rows_of(k_in, n0 * S, S * nb), vx = rows_of(v_in, n0 * S, S * nb);
+            if (!per_batch) {
+                HBuf ky = k_rows.cropped(1, 0, (int)(S * nb)), vy = v_rows.cropped(1, 0, (int)(S * nb));
+                at_offset(ky, 1, n0 * S);
+                at_offset(vy, 1, n0 * S);
+                project(ks, m.k, kx, ky);
+                project(ks, m.v, vx, vy);
+            } else {
+                const std::pair<HBuf *, float *> kv_scratch[] = {{&k_rows, ws[5]}, {&v_rows, ws[6]}};
+                for (const auto &[rows, dense] : kv_scratch) {
+                    HBuf y = dv.scratch(view(dense, {{E, 1}, {S * nb, E}}));
+                    at_offset(y, 1, n0 * S);
+                    project(ks, rows == &k_rows ? m.k : m.v, rows == &k_rows ? kx : vx, y);
+                    HBuf from = dv.alias(y, view(dense, {{E, 1}, {S, E}, {nb, S * E}}));
+                    HBuf to = dv.alias(*rows, view(rows == &k_rows ? kp : vp, {{E, 1}, {S, E}, {nb, Sk * E}}));
+                    check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
+                }
+            }
+        }
+
+        // Head views (D, H, L|S', N) of the projected rows, at the chunk's batches.
+        HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {nb, g.q_batch * E}}));
+        HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {nb, g.q_batch * E}}));
+        HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
+        HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
+        for (HBuf *b : {&qv, &av, &kv, &vv}) at_offset(*b, 3, n0);
+        at_offset(attn_rows, 1, q0);
+
+        if (Sk == 0) {
+            // Every row is fully hidden: weights 0 (already), attention rows 0.
+            std::fill(attn, attn + L * nb * E, 0.0f);
+            attn_rows = dv.input(std::move(attn_rows));
+        } else if (fused) {
+            run_sdpa(qv, kv, vv, av, false);
         } else {
-            const std::pair<HBuf *, float *> kv_scratch[] = {{&k_rows, ws[5]}, {&v_rows, ws[6]}};
-            for (const auto &[rows, dense] : kv_scratch) {
-                HBuf y = dv.scratch(view(dense, {{E, 1}, {S * N, E}}));
-                project(ks, rows == &k_rows ? m.k : m.v, rows == &k_rows ? kx : vx, y);
-                HBuf from = dv.alias(y, view(dense, {{E, 1}, {S, E}, {N, S * E}}));
-                HBuf to = dv.alias(*rows, view(rows == &k_rows ? kp : vp, {{E, 1}, {S, E}, {N, Sk * E}}));
-                check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
+            // Query chunks, so that the per-head weights a chunk writes are still in
+            // cache when attend (and head_mean) read them back; when averaging they
+            // are scratch of nb*H*chunk*S' floats only (none on the CPU, where
+            // softmax_attend_mean keeps them in cache). Crops keep absolute coordinates.
+            HBuf per_head_all;
+            if (weights_scratch) {
+                per_head_all = dv.scratch(
+                    view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {nb, H * chunk * Sk}}));
+                at_offset(per_head_all, 3, n0);
+            } else if (!mean_fused) {
+                per_head_all = per_head_out.cropped(3, (int)n0, (int)nb);
+            }
+            HBuf mean_all = averaged ? mean_out.cropped(2, (int)n0, (int)nb) : HBuf();
+            for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+                const int64_t rows = std::min(chunk, L - i0);
+                auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+                if (mean_fused) {
+                    HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
+                    check_status("softmax_attend_mean",
+                                 ks.softmax_attend_mean(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
+                                                        am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
+                                                        masked_keys, f.is_causal, has_masks, scale, mc.raw_buffer(),
+                                                        ac.raw_buffer()));
+                    finish_output(mc);
+                    continue;
+                }
+                HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
+                if (weights_scratch) at_offset(wv, 1, i0);
+                if (ks.softmax_attend) {
+                    check_status("softmax_attend",
+                                 ks.softmax_attend(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
+                                                   am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
+                                                   masked_keys, f.is_causal, has_masks, scale, wv.raw_buffer(),
+                                                   ac.raw_buffer()));
+                } else {
+                    check_status("masked_softmax",
+                                 ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
+                                                   am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal,
+                                                   has_masks, scale, wv.raw_buffer()));
+                    check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
+                }
+                if (averaged) {
+                    HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
+                    check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
+                    finish_output(mc);
+                } else if (f.need_weights) {
+                    finish_output(wv);
+                }
             }
         }
+        HBuf out = rows_of(out_all, q0, L * nb);
+        project(ks, m.o, attn_rows, out);
+        finish_output(out);
     }
-
-    // Head views (D, H, L|S', N) of the projected rows.
-    HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
-    HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
-    HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
-    HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {N, kv_batch * E}}));
-
-    if (Sk == 0) {
-        // Every row is fully hidden: weights 0 (already), attention rows 0.
-        std::fill(attn, attn + L * N * E, 0.0f);
-        attn_rows = dv.input(std::move(attn_rows));
-    } else if (fused) {
-        run_sdpa(qv, kv, vv, av, false);
-    } else {
-        // Query chunks, so that the per-head weights a chunk writes are still in
-        // cache when attend (and head_mean) read them back; when averaging they
-        // are scratch of N*H*chunk*S' floats only (none on the CPU, where
-        // softmax_attend_mean keeps them in cache). Crops keep absolute coordinates.
-        const int64_t chunk = std::min(L, kWeightsQueryChunk);
-        HBuf per_head_all =
-            mean_fused ? HBuf()
-            : weights_scratch
-                ? dv.scratch(view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {N, H * chunk * Sk}}))
-                : output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {H, L * Sk}, {N, H * L * Sk}});
-        HBuf mean_all =
-            averaged ? output_view(*result.attn_output_weights, {{Sk, 1}, {L, Sk}, {N, L * Sk}}) : HBuf();
-        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
-            const int64_t rows = std::min(chunk, L - i0);
-            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            if (mean_fused) {
-                HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
-                check_status("softmax_attend_mean",
-                             ks.softmax_attend_mean(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
-                                                    am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
-                                                    masked_keys, f.is_causal, has_masks, scale, mc.raw_buffer(),
-                                                    ac.raw_buffer()));
-                finish_output(mc);
-                continue;
-            }
-            HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
-            if (weights_scratch) wv.translate(1, (int)i0);
-            if (ks.softmax_attend) {
-                check_status("softmax_attend",
-                             ks.softmax_attend(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(), am_f.raw_buffer(),
-                                               am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal,
-                                               has_masks, scale, wv.raw_buffer(), ac.raw_buffer()));
-            } else {
-                check_status("masked_softmax", ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),
-                                                                 am_b.raw_buffer(), kpm.raw_buffer(), masked_keys,
-                                                                 f.is_causal, has_masks, scale, wv.raw_buffer()));
-                check_status("attend", ks.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
-            }
-            if (averaged) {
-                HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
-                check_status("head_mean", ks.head_mean(wv.raw_buffer(), mc.raw_buffer()));
-                finish_output(mc);
-            } else if (f.need_weights) {
-                finish_output(wv);
-            }
-        }
-    }
-    HBuf out = output_view(result.attn_output, {{E, 1}, {L * N, E}});
-    project(ks, m.o, attn_rows, out);
-    finish_output(out);
     return result;
 }
 

@@ -114,8 +114,9 @@ enum class Scratch {
     // Sequence otherwise.
     Auto,
     // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
-    // floats, kept by the module between calls. Fewest kernel calls, fastest
-    // for many short sequences.
+    // floats, kept by the module between calls (on the CPU with batch-major
+    // inputs, of Options::batch_chunk batches at a time). Fewest kernel calls,
+    // fastest for many short sequences.
     Sequence,
     // Q, and then the attention output, live in the output tensor itself; K and
     // V are projected one head (or a few narrow heads) at a time, and the output
@@ -127,6 +128,8 @@ enum class Scratch {
 };
 constexpr int64_t kPerHeadMinLength = 512;
 constexpr int64_t kPerHeadAboveBytes = int64_t(64) << 20;
+// Options::batch_chunk = 0: Sequence's passes hold about this much scratch per thread.
+constexpr int64_t kSequenceChunkBytesPerThread = int64_t(1) << 20;
 const char *to_string(Scratch s);
 // "auto", "sequence", "per-head"; throws Error for anything else.
 Scratch parse_scratch(const std::string &name);
@@ -144,6 +147,12 @@ struct Options {
     bool batch_first = false;
     Device device = Device::CPU;
     Scratch scratch = Scratch::Auto;  // not in PyTorch: memory policy of need_weights=false
+    // Not in PyTorch: batches the Sequence path projects and attends per pass
+    // on the CPU with batch-major inputs (batch_first), so that a pass's
+    // scratch stays in cache; 0 = about kSequenceChunkBytesPerThread of it per
+    // thread (at least one batch), N or more = all at once (as on a GPU and
+    // with (L, N, E) inputs, whose batches are not runs of rows).
+    int64_t batch_chunk = 0;
 
     // Reads embed_dim, kdim, vdim, bias and add_bias_kv from which state_dict
     // tensors exist and their shapes (as the CLI does).
