@@ -260,17 +260,17 @@ TEST_CASE("reference: Scratch::PerHead and Scratch::Sequence over 300 random con
 }
 
 // Options::batch_chunk: on the CPU the Sequence path projects, attends and
-// projects out a chunk of batches per pass when the inputs are batch-major
-// (runtime/src/mha.cpp, sequence_batch_chunk). Chunks of 1 to 3 batches of
-// N = 2 to 7 (short last chunks), every weights kind, per-batch masks (3-D
-// attn_mask, key_padding_mask), causal, appended keys (their per-batch copy
-// into K and V), kdim/vdim and S = 0; seq-first and unbatched inputs, which it
-// leaves in one pass, and chunks of N or more too.
+// projects out a chunk of batches per pass (runtime/src/mha.cpp,
+// sequence_batch_chunk; with (L, N, E) inputs one batch). Chunks of 1 to 3
+// batches of N = 2 to 7 (short last chunks), every weights kind, per-batch
+// masks (3-D attn_mask, key_padding_mask), causal, appended keys (their
+// per-batch copy into K and V), kdim/vdim and S = 0, in every layout, and
+// chunks of N or more.
 TEST_CASE("reference: Sequence passes of batch_chunk batches", "[reference]") {
     std::mt19937 rng(20261126);
     for (uint32_t i = 0; i < 150; ++i) {
         Case c = random_case(rng);
-        c.layout = i % 10 == 8 ? Layout::SeqFirst : i % 10 == 9 ? Layout::Unbatched : Layout::BatchFirst;
+        c.layout = i % 10 >= 6 ? Layout::SeqFirst : i % 10 == 5 ? Layout::Unbatched : Layout::BatchFirst;
         c.N = c.layout == Layout::Unbatched ? 1 : pick<int64_t>(rng, {2, 3, 5, 7});
         c.batch_chunk = pick<int64_t>(rng, {1, 1, 2, 3, 7});
         c.scratch = hmha::Scratch::Sequence;
@@ -294,6 +294,11 @@ TEST_CASE("reference: Sequence passes of batch_chunk batches", "[reference]") {
     run_case(c, 16200);
     c.weights = Weights::Averaged;
     run_case(c, 16201);
+    c.layout = Layout::SeqFirst;
+    c.add_bias_kv = true;
+    run_case(c, 16202);
+    c.weights = Weights::None;
+    run_case(c, 16203);
 }
 
 // Per-head rounds around the narrow-head grouping (heads of width D go

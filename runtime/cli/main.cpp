@@ -78,7 +78,7 @@ options (booleans take --x, --x=true or --x=false; defaults in brackets):
   --scratch auto|sequence|per-head
                               memory policy without weights (hmha.h)     [auto]
   --batch-chunk B             batches per pass of the sequence policy    [auto]
-                              (CPU, --batch-first; hmha.h)
+                              (CPU; hmha.h)
   --dropout P                 accepted for compatibility, no effect      [0]
   --verbose                   print the shapes and the forward time
   -h, --help                  print this help

@@ -516,15 +516,18 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
 }
 
 // Scratch::Auto's choice (hmha.h) for L queries and S' keys, where Sequence
-// would take 2 * (L + S') * N * E floats.
-bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t N, int64_t E) {
+// would take 2 * (L + S') * batches * E floats (batches per pass: N, or a
+// chunk of them, sequence_batch_chunk). Chunked, Sequence's scratch stays
+// small for any N: at (256, 128, 128, 256, 4) on 2 cores it measured 162-164
+// ms in 68 MiB, PerHead (which the whole-N bytes chose) 206-265 ms in 66 MiB.
+bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_t E) {
     switch (policy) {
         case Scratch::Sequence: return false;
         case Scratch::PerHead: return true;
         case Scratch::Auto: break;
     }
     return (L >= kPerHeadMinLength && Sk >= kPerHeadMinLength) ||
-           2 * (L + Sk) * N * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
+           2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
 }
 
 // The threads of Halide's pool: HL_NUM_THREADS, else one per core.
@@ -536,19 +539,23 @@ int64_t halide_threads() {
     return std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Batches per pass of the Sequence path (Options::batch_chunk). Only the CPU
-// with batch-major rows (batch_first, or one batch) chunks: a chunk's query,
-// key and output rows are then one run of the caller's rows each. Auto: about
-// kSequenceChunkBytesPerThread of Q, K, V and attention scratch per thread,
-// at least one batch: at (32, 128, 128, 256, 4) on 2 cores (512 KiB a batch)
-// a pass over all 32 batches measured 14.8 ms and 4 batches at a time 13.3-13.4
-// (8 calls of N = 4), the 24 MiB of one pass leaving the cache between kernels.
+// Batches per pass of the Sequence path (Options::batch_chunk), on the CPU
+// (a GPU runs all N at once). Auto: about kSequenceChunkBytesPerThread of Q,
+// K, V and attention scratch per thread, at least one batch: at
+// (32, 128, 128, 256, 4) on 2 cores (512 KiB a batch) one pass over all 32
+// batches measured 15.3-15.5 ms, passes of 4 batches 13.8 and of 1 batch
+// 13.9-14.5 (alternated; the 24 MiB of one pass leave the cache between its
+// kernels). A pass's rows must be one strided run of the caller's rows: any
+// chunk of batch-major (N, L, E) rows is, of (L, N, E) rows one batch only.
 int64_t sequence_batch_chunk(const Options &o, const Geometry &g, bool cpu) {
-    if (!cpu || g.N <= 1 || g.q_pos != 1) return g.N;
-    if (o.batch_chunk > 0) return std::min(g.N, o.batch_chunk);
-    const int64_t per_batch = 2 * (g.L + g.keys()) * g.E * (int64_t)sizeof(float);
-    const int64_t budget = kSequenceChunkBytesPerThread * halide_threads();
-    return std::clamp<int64_t>(budget / std::max<int64_t>(per_batch, 1), 1, g.N);
+    if (!cpu || g.N <= 1) return g.N;
+    int64_t nb = o.batch_chunk;
+    if (nb == 0) {
+        const int64_t per_batch = 2 * (g.L + g.keys()) * g.E * (int64_t)sizeof(float);
+        nb = std::max<int64_t>(1, kSequenceChunkBytesPerThread * halide_threads() / std::max<int64_t>(per_batch, 1));
+    }
+    if (nb >= g.N) return g.N;
+    return g.q_pos == 1 ? nb : 1;
 }
 
 // Columns [c0, c0 + y.dim(0).extent()) of projection p, for the rows of x.
@@ -767,7 +774,12 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                          scale, oc.raw_buffer()));
         }
     };
-    if (!f.need_weights && ks.sdpa_kt && Sk > 0 && use_per_head(o.scratch, L, Sk, N, E)) {
+    // Batches per pass of the Sequence path below (sequence_batch_chunk): all
+    // N, or on the CPU with batch-major rows a chunk whose projections,
+    // attention and output projection run before the next chunk's, so that its
+    // scratch stays in cache.
+    const int64_t NB = sequence_batch_chunk(o, g, ks.device == nullptr);
+    if (!f.need_weights && ks.sdpa_kt && Sk > 0 && use_per_head(o.scratch, L, Sk, NB, E)) {
         HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
         attend_per_head(PerHeadCall{ks, *m.workspaces, m.q, m.k, m.v, m.o, m.bias_k, m.bias_v, g, o}, query, key,
                         value, out_rows, run_sdpa);
@@ -790,38 +802,38 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // per-head weights, no scratch for them.
     const bool mean_fused = averaged && ks.softmax_attend_mean != nullptr;
     const bool weights_scratch = (averaged && !mean_fused) || (!f.need_weights && !fused);
+    // Passes of NB batches (chunked: NB < N, on the CPU only). Unchunked, the
+    // scratch rows keep the caller's order; chunked, a pass's rows are
+    // batch-major. The rows of every pass start at row 0 of its scratch, its
+    // input and its output views; only the head views, which the attention
+    // kernels index masks and weights with, are moved to the pass's batches.
+    const bool chunked = NB < N;
+    const int64_t q_pos = chunked ? 1 : g.q_pos, q_batch = chunked ? L : g.q_batch;  // in rows
+    const int64_t kv_pos = chunked || g.kv_pos == 1 ? 1 : N, kv_batch = kv_pos == 1 ? Sk : 1;
     // Batch-major keys with appended rows: (N, S', E) rows are not one run of the
     // input's (N, S, E) rows, so K and V are projected into a dense (N, S, E)
     // scratch and copied into place with Halide's strided buffer copy (host or
-    // device alike).
-    const bool per_batch = g.kv_pos == 1 && Sk != S && S > 0;
-    // Batches per pass (sequence_batch_chunk): all N, or on the CPU with
-    // batch-major rows a chunk whose projections, attention and output
-    // projection run before the next chunk's, so that its scratch stays in
-    // cache. Views keep absolute coordinates (a chunk's rows and batches are
-    // translated to where they are in the whole), so the kernels index the
-    // caller's masks, outputs and weights as in one pass.
-    const int64_t NB = sequence_batch_chunk(o, g, ks.device == nullptr);
+    // device alike). One batch at a time, its S rows come first.
+    const bool per_batch = kv_pos == 1 && Sk != S && S > 0 && NB > 1;
     const int64_t chunk = std::min(L, kWeightsQueryChunk);  // need_weights query chunks, see below
     WorkspaceLease ws(*m.workspaces, {L * NB * E, L * NB * E, Sk * NB * E, Sk * NB * E,
                                       weights_scratch ? NB * H * chunk * Sk : 0,
                                       per_batch ? S * NB * E : 0, per_batch ? S * NB * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
-    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = g.kv_pos == 1 ? Sk : 1;  // in rows
-    // A chunk's view moved to where the chunk is in the whole (dimension d
-    // starting at `min`). Only when chunked, i.e. on the CPU: Halide's
-    // translate() frees a device allocation.
+    // A view moved to the pass's batches (dimension d starting at `min`); a
+    // no-op unchunked, where it matters: Halide's translate() frees a device
+    // allocation.
     auto at_offset = [](HBuf &b, int d, int64_t min) {
         if (min != 0) b.translate(d, (int)min);
     };
-    // Rows [r0, r0 + rows) of a whole-input view; the view itself for all of them.
-    auto rows_of = [](HBuf b, int64_t r0, int64_t rows) {
-        return r0 == 0 && rows == b.dim(1).extent() ? b : b.cropped(1, (int)r0, (int)rows);
+    // Rows of a host sequence tensor (len positions of `width` floats) for the
+    // batches [n0, n0 + nb) of a chunked pass: one run of rows when batch-major,
+    // else (sequence_batch_chunk makes such passes one batch) rows N * width apart.
+    auto pass_rows = [&](const float *data, int64_t len, int64_t width, int64_t n0, int64_t nb) {
+        const bool batch_major = g.q_pos == 1;
+        return view(data + n0 * (batch_major ? len : 1) * width,
+                    {{width, 1}, {len * nb, batch_major ? width : N * width}});
     };
-    const HBuf q_in = dv.input<float>(query, {{E, 1}, {L * N, E}});
-    const HBuf k_in = S > 0 ? dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}}) : HBuf();
-    const HBuf v_in = S > 0 ? dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}}) : HBuf();
-    const HBuf out_all = output_view(result.attn_output, {{E, 1}, {L * N, E}});
     // Whole-output weights: the per-head ones (need_weights without averaging)
     // or their mean.
     const HBuf per_head_out =
@@ -832,9 +844,6 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
 
     for (int64_t n0 = 0; n0 < N; n0 += NB) {
         const int64_t nb = std::min(NB, N - n0), kv_rows = Sk * nb;
-        // The chunk's first query row: batch-major rows when
-        // chunked (NB < N), 0 otherwise.
-        const int64_t q0 = n0 * L;
         HBuf q_rows = dv.scratch(view(qp, {{E, 1}, {L * nb, E}}));
         HBuf attn_rows = dv.scratch(view(attn, {{E, 1}, {L * nb, E}}));
         HBuf k_rows = dv.scratch(view(kp, {{E, 1}, {kv_rows, E}}));
@@ -863,24 +872,23 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 check_status("copy_to_device", rows->copy_to_device(ks.device));
             }
         }
-        at_offset(q_rows, 1, q0);
         {
-            HBuf x = rows_of(q_in, q0, L * nb);
+            HBuf x = chunked ? pass_rows(query.f32(), L, E, n0, nb) : dv.input<float>(query, {{E, 1}, {L * N, E}});
             project(ks, m.q, x, q_rows);
         }
         if (S > 0) {
-            HBuf kx = rows_of(k_in, n0 * S, S * nb), vx = rows_of(v_in, n0 * S, S * nb);
+            HBuf kx = chunked ? pass_rows(key.f32(), S, o.kdim, n0, nb)
+                              : dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}});
+            HBuf vx = chunked ? pass_rows(value.f32(), S, o.vdim, n0, nb)
+                              : dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}});
             if (!per_batch) {
                 HBuf ky = k_rows.cropped(1, 0, (int)(S * nb)), vy = v_rows.cropped(1, 0, (int)(S * nb));
-                at_offset(ky, 1, n0 * S);
-                at_offset(vy, 1, n0 * S);
                 project(ks, m.k, kx, ky);
                 project(ks, m.v, vx, vy);
             } else {
                 const std::pair<HBuf *, float *> kv_scratch[] = {{&k_rows, ws[5]}, {&v_rows, ws[6]}};
                 for (const auto &[rows, dense] : kv_scratch) {
                     HBuf y = dv.scratch(view(dense, {{E, 1}, {S * nb, E}}));
-                    at_offset(y, 1, n0 * S);
                     project(ks, rows == &k_rows ? m.k : m.v, rows == &k_rows ? kx : vx, y);
                     HBuf from = dv.alias(y, view(dense, {{E, 1}, {S, E}, {nb, S * E}}));
                     HBuf to = dv.alias(*rows, view(rows == &k_rows ? kp : vp, {{E, 1}, {S, E}, {nb, Sk * E}}));
@@ -890,12 +898,11 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         }
 
         // Head views (D, H, L|S', N) of the projected rows, at the chunk's batches.
-        HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, g.q_pos * E}, {nb, g.q_batch * E}}));
-        HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, g.q_pos * E}, {nb, g.q_batch * E}}));
+        HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, q_pos * E}, {nb, q_batch * E}}));
+        HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, q_pos * E}, {nb, q_batch * E}}));
         HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
         HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
         for (HBuf *b : {&qv, &av, &kv, &vv}) at_offset(*b, 3, n0);
-        at_offset(attn_rows, 1, q0);
 
         if (Sk == 0) {
             // Every row is fully hidden: weights 0 (already), attention rows 0.
@@ -914,9 +921,9 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                     view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {nb, H * chunk * Sk}}));
                 at_offset(per_head_all, 3, n0);
             } else if (!mean_fused) {
-                per_head_all = per_head_out.cropped(3, (int)n0, (int)nb);
+                per_head_all = chunked ? per_head_out.cropped(3, (int)n0, (int)nb) : per_head_out;
             }
-            HBuf mean_all = averaged ? mean_out.cropped(2, (int)n0, (int)nb) : HBuf();
+            HBuf mean_all = chunked && averaged ? mean_out.cropped(2, (int)n0, (int)nb) : mean_out;
             for (int64_t i0 = 0; i0 < L; i0 += chunk) {
                 const int64_t rows = std::min(chunk, L - i0);
                 auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
@@ -954,7 +961,8 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 }
             }
         }
-        HBuf out = rows_of(out_all, q0, L * nb);
+        HBuf out = chunked ? pass_rows(result.attn_output.f32(), L, E, n0, nb)
+                           : output_view(result.attn_output, {{E, 1}, {L * N, E}});
         project(ks, m.o, attn_rows, out);
         finish_output(out);
     }

@@ -110,12 +110,12 @@ private:
 enum class Scratch {
     // PerHead when each head's attention has at least kPerHeadMinLength queries
     // and keys (from there on it measured as fast or faster: bench/results/,
-    // v7 notes), or when Sequence's scratch would exceed kPerHeadAboveBytes;
-    // Sequence otherwise.
+    // v7 notes), or when Sequence's scratch (of one pass of batch_chunk
+    // batches) would exceed kPerHeadAboveBytes; Sequence otherwise.
     Auto,
     // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
-    // floats, kept by the module between calls (on the CPU with batch-major
-    // inputs, of Options::batch_chunk batches at a time). Fewest kernel calls,
+    // floats, kept by the module between calls (on the CPU, of
+    // Options::batch_chunk batches at a time). Fewest kernel calls,
     // fastest for many short sequences.
     Sequence,
     // Q, and then the attention output, live in the output tensor itself; K and
@@ -147,11 +147,11 @@ struct Options {
     bool batch_first = false;
     Device device = Device::CPU;
     Scratch scratch = Scratch::Auto;  // not in PyTorch: memory policy of need_weights=false
-    // Not in PyTorch: batches the Sequence path projects and attends per pass
-    // on the CPU with batch-major inputs (batch_first), so that a pass's
-    // scratch stays in cache; 0 = about kSequenceChunkBytesPerThread of it per
-    // thread (at least one batch), N or more = all at once (as on a GPU and
-    // with (L, N, E) inputs, whose batches are not runs of rows).
+    // Not in PyTorch: batches the Sequence path projects, attends and projects
+    // out per pass on the CPU, so that a pass's scratch stays in cache; 0 =
+    // about kSequenceChunkBytesPerThread of it per thread (at least one batch),
+    // N or more = all at once (as on a GPU). With (L, N, E) inputs a pass of
+    // fewer than N batches holds one (its rows are N * E floats apart).
     int64_t batch_chunk = 0;
 
     // Reads embed_dim, kdim, vdim, bias and add_bias_kv from which state_dict
