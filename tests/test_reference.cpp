@@ -654,7 +654,7 @@ TEST_CASE("reference: key blocks and rows whose keys are all hidden", "[referenc
 
 // forward() is const and may run from several threads on one module: each
 // call leases its own scratch (runtime/src/mha.cpp, WorkspacePool). Threads
-// mix short inputs (Sequence) and 600-position ones (Auto picks PerHead), each
+// mix short inputs (Sequence) and 1100-position ones (Auto picks PerHead), each
 // checked against the reference computed beforehand.
 TEST_CASE("reference: concurrent forward() calls on one module, both scratch policies", "[reference]") {
     std::mt19937 rng(15000);
@@ -671,7 +671,7 @@ TEST_CASE("reference: concurrent forward() calls on one module, both scratch pol
         RefResult ref;
     };
     std::vector<Call> calls;
-    for (int64_t L : {5, 600, 40, 600, 17, 600, 600, 3}) {
+    for (int64_t L : {5, 1100, 40, 1100, 17, 1100, 1100, 3}) {
         Call c;
         c.q = random_tensor({2, L, 32}, rng);
         c.kv = random_tensor({2, L, 32}, rng);

@@ -526,7 +526,7 @@ bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_
         case Scratch::PerHead: return true;
         case Scratch::Auto: break;
     }
-    return (L >= kPerHeadMinLength && Sk >= kPerHeadMinLength) ||
+    return (L >= kPerHeadMinLength && Sk > kPerHeadAboveKeys) ||
            2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
 }
 

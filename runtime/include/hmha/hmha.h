@@ -109,9 +109,13 @@ private:
 // and need_weights=true, always use Sequence).
 enum class Scratch {
     // PerHead when each head's attention has at least kPerHeadMinLength queries
-    // and keys (from there on it measured as fast or faster: bench/results/,
-    // v7 notes), or when Sequence's scratch (of one pass of batch_chunk
-    // batches) would exceed kPerHeadAboveBytes; Sequence otherwise.
+    // and more than kPerHeadAboveKeys keys, or when Sequence's scratch (of one
+    // pass of batch_chunk batches) would exceed kPerHeadAboveBytes; Sequence
+    // otherwise. Measured on 2 cores (2026-11-26): Sequence, whose attention
+    // takes whole rows of up to 1024 keys, 4-6% faster at (1, 512, 512, 512, 8),
+    // 1-2% at (1, 1024, 1024, 512, 8), 3-4% at (1, 4096, 1024, 512, 8) and at
+    // (4, 512, 512, 512, 8) (passes of one batch); PerHead 0-2% faster at
+    // (1, 2048, 2048, 512, 8).
     Auto,
     // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
     // floats, kept by the module between calls (on the CPU, of
@@ -127,6 +131,7 @@ enum class Scratch {
     PerHead,
 };
 constexpr int64_t kPerHeadMinLength = 512;
+constexpr int64_t kPerHeadAboveKeys = 1024;
 constexpr int64_t kPerHeadAboveBytes = int64_t(64) << 20;
 // Options::batch_chunk = 0: Sequence's passes hold about this much scratch per thread.
 constexpr int64_t kSequenceChunkBytesPerThread = int64_t(1) << 20;
