@@ -5,7 +5,9 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "../../runtime/src/batch_passes.h"
 #include "HalideBuffer.h"
+#include "hmha/hmha.h"
 
 namespace hmha_bench {
 
@@ -108,53 +110,67 @@ void KernelMha::forward(const Shape &s, const float *query, const float *kv, boo
     const int64_t N = s.N, L = s.L, S = s.S, E = E_, H = H_, D = E / H;
     const bool nw = weights != nullptr;
     const int64_t chunk_w = std::min(L, kWeightsQueryChunk);
+    // Passes of NB batches, as the runtime's Sequence path (batch_passes.h),
+    // with our kernels. An autoscheduled set runs the whole shape in one pass:
+    // its schedules were made for that shape (Li2018's sdpa read past a pass of
+    // 4 of the 32 batches it was scheduled for).
+    const int64_t NB =
+        ks_.estimate ? N : std::min(N, hmha::auto_batch_chunk(L, S, E, hmha::kSequenceChunkBytesPerThread));
     auto a16 = [](int64_t n) { return (n + 15) & ~(int64_t)15; };
-    const int64_t sizes[] = {a16(L * N * E), a16(L * N * E), a16(S * N * E), a16(S * N * E),
-                             nw ? a16(N * H * chunk_w * S) : 0};
+    const int64_t sizes[] = {a16(L * NB * E), a16(L * NB * E), a16(S * NB * E), a16(S * NB * E),
+                             nw ? a16(NB * H * chunk_w * S) : 0};
     int64_t total = 0;
     for (int64_t n : sizes) total += n;
     if ((int64_t)ws_.size() < total) ws_.resize((size_t)total);
     float *qp = ws_.data(), *attn = qp + sizes[0], *kp = attn + sizes[1], *vp = kp + sizes[2], *ph = vp + sizes[3];
-
-    project(ks_, query, N * L, E, wq_t_, bq_, qp);
-    project(ks_, kv, N * S, E, wk_t_, bk_, kp);
-    project(ks_, kv, N * S, E, wv_t_, bv_, vp);
-
-    HBuf qv = view(qp, {{D, 1}, {H, D}, {L, E}, {N, L * E}});
-    HBuf av = view(attn, {{D, 1}, {H, D}, {L, E}, {N, L * E}});
-    HBuf kvv = view(kp, {{D, 1}, {H, D}, {S, E}, {N, S * E}});
-    HBuf vv = view(vp, {{D, 1}, {H, D}, {S, E}, {N, S * E}});
     NoMasks m(S, L, H, N);
     const float scale = (float)std::sqrt(1.0 / (double)D);
 
-    if (!nw) {
-        const int64_t chunk = causal ? kCausalQueryChunk : L;
-        for (int64_t i0 = 0; i0 < L; i0 += chunk) {
-            const int64_t rows = std::min(chunk, L - i0);
-            const int64_t keys = causal ? std::min(S, i0 + rows) : S;
-            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            auto kc = kvv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-            check("sdpa", ks_.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), m.am.raw_buffer(),
-                                   m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, causal, false, scale,
-                                   ac.raw_buffer()));
+    for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        const int64_t nb = std::min(NB, N - n0);
+        project(ks_, query + n0 * L * E, nb * L, E, wq_t_, bq_, qp);
+        project(ks_, kv + n0 * S * E, nb * S, E, wk_t_, bk_, kp);
+        project(ks_, kv + n0 * S * E, nb * S, E, wv_t_, bv_, vp);
+
+        // Head views at the pass's batches (the masks are indexed by batch).
+        HBuf qv = view(qp, {{D, 1}, {H, D}, {L, E}, {nb, L * E}});
+        HBuf av = view(attn, {{D, 1}, {H, D}, {L, E}, {nb, L * E}});
+        HBuf kvv = view(kp, {{D, 1}, {H, D}, {S, E}, {nb, S * E}});
+        HBuf vv = view(vp, {{D, 1}, {H, D}, {S, E}, {nb, S * E}});
+        if (n0 > 0) {
+            for (HBuf *b : {&qv, &av, &kvv, &vv}) b->translate(3, (int)n0);
         }
-    } else {
-        HBuf per_head = view(ph, {{S, 1}, {chunk_w, S}, {H, chunk_w * S}, {N, H * chunk_w * S}});
-        HBuf mean_all = view(weights, {{S, 1}, {L, S}, {N, L * S}});
-        for (int64_t i0 = 0; i0 < L; i0 += chunk_w) {
-            const int64_t rows = std::min(chunk_w, L - i0);
-            auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
-            HBuf wv = per_head.cropped(1, 0, (int)rows);
-            wv.translate(1, (int)i0);
-            check("masked_softmax", ks_.masked_softmax(qc.raw_buffer(), kvv.raw_buffer(), m.am.raw_buffer(),
-                                                       m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, causal, false,
-                                                       scale, wv.raw_buffer()));
-            check("attend", ks_.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
-            HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
-            check("head_mean", ks_.head_mean(wv.raw_buffer(), mc.raw_buffer()));
+
+        if (!nw) {
+            const int64_t chunk = causal ? kCausalQueryChunk : L;
+            for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+                const int64_t rows = std::min(chunk, L - i0);
+                const int64_t keys = causal ? std::min(S, i0 + rows) : S;
+                auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+                auto kc = kvv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
+                check("sdpa", ks_.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
+                                                 m.am.raw_buffer(), m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S,
+                                                 causal, false, scale, ac.raw_buffer()));
+            }
+        } else {
+            HBuf per_head = view(ph, {{S, 1}, {chunk_w, S}, {H, chunk_w * S}, {nb, H * chunk_w * S}});
+            if (n0 > 0) per_head.translate(3, (int)n0);
+            HBuf mean_all = view(weights, {{S, 1}, {L, S}, {N, L * S}}).cropped(2, (int)n0, (int)nb);
+            for (int64_t i0 = 0; i0 < L; i0 += chunk_w) {
+                const int64_t rows = std::min(chunk_w, L - i0);
+                auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+                HBuf wv = per_head.cropped(1, 0, (int)rows);
+                wv.translate(1, (int)i0);
+                check("masked_softmax", ks_.masked_softmax(qc.raw_buffer(), kvv.raw_buffer(), m.am.raw_buffer(),
+                                                           m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, causal,
+                                                           false, scale, wv.raw_buffer()));
+                check("attend", ks_.attend(wv.raw_buffer(), vv.raw_buffer(), ac.raw_buffer()));
+                HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
+                check("head_mean", ks_.head_mean(wv.raw_buffer(), mc.raw_buffer()));
+            }
         }
+        project(ks_, attn, nb * L, E, wo_t_, bo_, out + n0 * L * E);
     }
-    project(ks_, attn, N * L, E, wo_t_, bo_, out);
 }
 
 KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const KernelSet &ref, const Shape &s,

@@ -1,5 +1,6 @@
 // The MHA forward driven directly by a set of generated kernels, mirroring what
-// runtime/src/mha.cpp does for batch_first inputs without masks (causal query
+// runtime/src/mha.cpp does for batch_first inputs without masks on its
+// Sequence path (with our kernels passes of batches, batch_passes.h; causal query
 // chunks of 256 with cropped keys; need_weights in query chunks of 1024 through
 // masked_softmax, attend and head_mean; projections through linear; scratch
 // reused across calls). With our own kernels it reproduces hmha's forward; with

@@ -2,17 +2,16 @@
 // generated kernels as strided Halide views (no layout copies), dispatch.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
-#include <thread>
 #include <type_traits>
 
 #include "HalideBuffer.h"
+#include "batch_passes.h"
 #include "hmha/hmha.h"
 #include "kernels.h"
 
@@ -530,30 +529,14 @@ bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_
            2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
 }
 
-// The threads of Halide's pool: HL_NUM_THREADS, else one per core.
-int64_t halide_threads() {
-    if (const char *env = std::getenv("HL_NUM_THREADS")) {
-        const int64_t v = std::atoll(env);
-        if (v > 0) return v;
-    }
-    return std::max(1u, std::thread::hardware_concurrency());
-}
-
 // Batches per pass of the Sequence path (Options::batch_chunk), on the CPU
-// (a GPU runs all N at once). Auto: about kSequenceChunkBytesPerThread of Q,
-// K, V and attention scratch per thread, at least one batch: at
-// (32, 128, 128, 256, 4) on 2 cores (512 KiB a batch) one pass over all 32
-// batches measured 15.3-15.5 ms, passes of 4 batches 13.8 and of 1 batch
-// 13.9-14.5 (alternated; the 24 MiB of one pass leave the cache between its
-// kernels). A pass's rows must be one strided run of the caller's rows: any
-// chunk of batch-major (N, L, E) rows is, of (L, N, E) rows one batch only.
+// (a GPU runs all N at once); auto_batch_chunk (batch_passes.h) when 0. A
+// pass's rows must be one strided run of the caller's rows: any chunk of
+// batch-major (N, L, E) rows is, of (L, N, E) rows one batch only.
 int64_t sequence_batch_chunk(const Options &o, const Geometry &g, bool cpu) {
     if (!cpu || g.N <= 1) return g.N;
-    int64_t nb = o.batch_chunk;
-    if (nb == 0) {
-        const int64_t per_batch = 2 * (g.L + g.keys()) * g.E * (int64_t)sizeof(float);
-        nb = std::max<int64_t>(1, kSequenceChunkBytesPerThread * halide_threads() / std::max<int64_t>(per_batch, 1));
-    }
+    const int64_t nb =
+        o.batch_chunk > 0 ? o.batch_chunk : auto_batch_chunk(g.L, g.keys(), g.E, kSequenceChunkBytesPerThread);
     if (nb >= g.N) return g.N;
     return g.q_pos == 1 ? nb : 1;
 }
