@@ -758,9 +758,9 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         }
     };
     // Batches per pass of the Sequence path below (sequence_batch_chunk): all
-    // N, or on the CPU with batch-major rows a chunk whose projections,
-    // attention and output projection run before the next chunk's, so that its
-    // scratch stays in cache.
+    // N, or on the CPU a chunk (one batch with (L, N, E) rows) whose
+    // projections, attention and output projection run before the next
+    // chunk's, so that its scratch stays in cache.
     const int64_t NB = sequence_batch_chunk(o, g, ks.device == nullptr);
     if (!f.need_weights && ks.sdpa_kt && Sk > 0 && use_per_head(o.scratch, L, Sk, NB, E)) {
         HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
@@ -798,9 +798,9 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // scratch and copied into place with Halide's strided buffer copy (host or
     // device alike). One batch at a time, its S rows come first.
     const bool per_batch = kv_pos == 1 && Sk != S && S > 0 && NB > 1;
-    const int64_t chunk = std::min(L, kWeightsQueryChunk);  // need_weights query chunks, see below
+    const int64_t query_chunk = std::min(L, kWeightsQueryChunk);  // need_weights' query chunks, see below
     WorkspaceLease ws(*m.workspaces, {L * NB * E, L * NB * E, Sk * NB * E, Sk * NB * E,
-                                      weights_scratch ? NB * H * chunk * Sk : 0,
+                                      weights_scratch ? NB * H * query_chunk * Sk : 0,
                                       per_batch ? S * NB * E : 0, per_batch ? S * NB * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
     // A view moved to the pass's batches (dimension d starting at `min`); a
@@ -880,7 +880,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             }
         }
 
-        // Head views (D, H, L|S', N) of the projected rows, at the chunk's batches.
+        // Head views (D, H, L|S', N) of the projected rows, at the pass's batches.
         HBuf qv = dv.alias(q_rows, view(qp, {{D, 1}, {H, D}, {L, q_pos * E}, {nb, q_batch * E}}));
         HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, q_pos * E}, {nb, q_batch * E}}));
         HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
@@ -896,19 +896,20 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         } else {
             // Query chunks, so that the per-head weights a chunk writes are still in
             // cache when attend (and head_mean) read them back; when averaging they
-            // are scratch of nb*H*chunk*S' floats only (none on the CPU, where
+            // are scratch of nb*H*query_chunk*S' floats only (none on the CPU, where
             // softmax_attend_mean keeps them in cache). Crops keep absolute coordinates.
             HBuf per_head_all;
             if (weights_scratch) {
                 per_head_all = dv.scratch(
-                    view(per_head_scratch, {{Sk, 1}, {chunk, Sk}, {H, chunk * Sk}, {nb, H * chunk * Sk}}));
+                    view(per_head_scratch,
+                         {{Sk, 1}, {query_chunk, Sk}, {H, query_chunk * Sk}, {nb, H * query_chunk * Sk}}));
                 at_offset(per_head_all, 3, n0);
             } else if (!mean_fused) {
                 per_head_all = chunked ? per_head_out.cropped(3, (int)n0, (int)nb) : per_head_out;
             }
             HBuf mean_all = chunked && averaged ? mean_out.cropped(2, (int)n0, (int)nb) : mean_out;
-            for (int64_t i0 = 0; i0 < L; i0 += chunk) {
-                const int64_t rows = std::min(chunk, L - i0);
+            for (int64_t i0 = 0; i0 < L; i0 += query_chunk) {
+                const int64_t rows = std::min(query_chunk, L - i0);
                 auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
                 if (mean_fused) {
                     HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
