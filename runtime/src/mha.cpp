@@ -803,12 +803,12 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                       weights_scratch ? NB * H * query_chunk * Sk : 0,
                                       per_batch ? S * NB * E : 0, per_batch ? S * NB * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
-    // A view moved to the pass's batches (dimension d starting at `min`); a
-    // no-op unchunked, where it matters: Halide's translate() frees a device
-    // allocation.
-    auto at_offset = [](HBuf &b, int d, int64_t min) {
-        if (min != 0) b.translate(d, (int)min);
-    };
+    // A view moved to the pass's batches or a query chunk (dimension d
+    // starting at `min`): its coordinates are renamed, its memory (host and
+    // device) stays where it is. Not Buffer::translate, which frees the view's
+    // device allocation, so that a GPU kernel writing it got a fresh one per
+    // query chunk.
+    auto at_offset = [](HBuf &b, int d, int64_t min) { b.raw_buffer()->dim[d].min += (int)min; };
     // Rows of a host sequence tensor (len positions of `width` floats) for the
     // batches [n0, n0 + nb) of a chunked pass: one run of rows when batch-major,
     // else (sequence_batch_chunk makes such passes one batch) rows N * width apart.
