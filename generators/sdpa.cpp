@@ -45,6 +45,7 @@ public:
     // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
     GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows
+    GeneratorParam<int> reduction_vectors{"reduction_vectors", 1, 0, 16};  // schedules/cpu/sdpa.h lane_reduction
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
@@ -164,7 +165,8 @@ public:
         const int tile_rows = schedules::cpu::register_tile_rows(t);
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       tile_rows, keys_transposed, schedules::cpu::or_default(score_tile_rows, tile_rows)};
+                                       tile_rows, keys_transposed, schedules::cpu::or_default(score_tile_rows, tile_rows),
+                                       reduction_vectors};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 

@@ -11,6 +11,12 @@
 // its out is written (the runtime's Scratch::PerHead passes one buffer as
 // both): keep i's tail GuardWithIf, as ShiftInwards would recompute rows
 // already written.
+// The block max and exp-sum keep one vector of running values per query
+// (lane_reduction, reduction_vectors = 1), folded once per block: 1.5-2.5%
+// faster at S = 2048 than a horizontal max / add per vector of keys; 2 or 4
+// vectors measured no faster, and the whole-row kernels (variable key counts)
+// measured 0-5% slower with it, so they keep atomic().vectorize
+// (bench/results/amd-epyc-zen4-2core-2026-11-27-lane-reductions-experiment.md).
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
 // 2 vectors x score_tile_rows queries (Q.K^T) and 2 vectors x tile_rows queries
 // (P.V); both default to 8 with 32 vector registers, 4 with 16: a wrapper Func
@@ -42,6 +48,7 @@ struct SdpaParams {
     int tile_rows;  // queries per P.V register tile (register_tile_rows)
     bool keys_transposed = false;  // K^T is the input: no per-head transpose
     int score_tile_rows = 4;  // queries per Q.K^T register tile
+    int reduction_vectors = 0;  // running values of the block max / sum, in vectors (0: fold each vector)
 };
 
 struct SdpaFuncs {
@@ -49,6 +56,20 @@ struct SdpaFuncs {
     AttentionScore sc;
     Halide::Func kc, vc;
 };
+
+// A key block's reduction r (max or sum along the contiguous key axis rj)
+// with `lanes` running values (rfactor; lanes divides the block), folded into
+// one by a single horizontal max / add at the block's end; `row` is r's
+// innermost pure Var. atomic().vectorize(rj) instead folds every vector.
+inline void lane_reduction(Halide::Func r, Halide::RDom rj, Halide::Var row, int lanes) {
+    using namespace Halide;
+    RVar rjo("rjo"), rji("rji");
+    Var u("u");
+    Func part = r.update().split(rj.x, rjo, rji, lanes).rfactor(rji, u);
+    part.compute_at(r, row).vectorize(u);
+    part.update().reorder(u, rjo).vectorize(u);
+    r.update().atomic().vectorize(rji);
+}
 
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
                           Halide::RDom rb, Halide::Expr has_masks, const SdpaParams &prm,
@@ -74,10 +95,16 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     // Block reductions run along the contiguous key axis (horizontal max / add).
     f.block_max.compute_at(f.state, rb);
-    f.block_max.update().atomic().vectorize(rj.x, vw);
     f.p.compute_at(f.state, rb).vectorize(jj, vw, guard);
     f.block_sum.compute_at(f.state, rb);
-    f.block_sum.update().atomic().vectorize(rj.x, vw);
+    const int lanes = prm.reduction_vectors * vw;
+    if (lanes > 0 && prm.key_block % lanes == 0) {
+        lane_reduction(f.block_max, rj, kb, lanes);
+        lane_reduction(f.block_sum, rj, kb, lanes);
+    } else {
+        f.block_max.update().atomic().vectorize(rj.x, vw);
+        f.block_sum.update().atomic().vectorize(rj.x, vw);
+    }
 
     // P.V of one key block: register-tiled through a wrapper.
     Func pv_tile = f.block_pv.in(f.state);
