@@ -15,7 +15,7 @@
 // (lane_reduction, reduction_vectors = 1), folded once per block: 1.5-2.5%
 // faster at S = 2048 than a horizontal max / add per vector of keys; 2 or 4
 // vectors measured no faster, and the whole-row kernels (variable key counts)
-// measured 0-5% slower with it, so they keep atomic().vectorize
+// measured up to 9% slower with it, so they keep atomic().vectorize
 // (bench/results/amd-epyc-zen4-2core-2026-11-27-lane-reductions-experiment.md).
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
 // 2 vectors x score_tile_rows queries (Q.K^T) and 2 vectors x tile_rows queries
