@@ -52,6 +52,15 @@ Halide::Runtime::Buffer<T> view(const T *data, std::initializer_list<std::pair<i
     return Halide::Runtime::Buffer<T>(const_cast<T *>(data), (int)dims.size(), dims.data());
 }
 
+// A view moved along dimension d by `delta` (its min there grows by it): its
+// coordinates are renamed, its memory (host and device) stays where it is.
+// Not Buffer::translate, which frees the view's device allocation (so that a
+// GPU kernel writing a moved view got a fresh one each time).
+template <typename T>
+void shift_min(Halide::Runtime::Buffer<T> &b, int d, int64_t delta) {
+    b.raw_buffer()->dim[d].min += (int32_t)delta;
+}
+
 void check_rank(const Tensor &t, const char *name, std::initializer_list<int64_t> ranks, const std::string &what) {
     for (int64_t r : ranks) {
         if (t.dim() == r) return;
@@ -618,10 +627,10 @@ void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &ke
             }
             HBuf ktv = view(kt, {{kt_keys, 1}, {D, kt_stride}, {heads_now, D * kt_stride}, {1, 0}});
             HBuf vv = view(vrows, {{D, 1}, {heads_now, D}, {Sk, width}, {1, 0}});
-            ktv.translate(2, (int)h0);
-            ktv.translate(3, (int)n);
-            vv.translate(1, (int)h0);
-            vv.translate(3, (int)n);
+            shift_min(ktv, 2, h0);
+            shift_min(ktv, 3, n);
+            shift_min(vv, 1, h0);
+            shift_min(vv, 3, n);
             HBuf qv = heads.cropped(1, (int)h0, (int)heads_now).cropped(3, (int)n, 1);
             run_sdpa(qv, ktv, vv, qv, true);
         }
@@ -630,7 +639,7 @@ void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &ke
         const int64_t rows = std::min(row_block, L * N - r0);
         std::memcpy(tmp, out_rows.data() + r0 * E, (size_t)(rows * E) * sizeof(float));
         HBuf x = view(tmp, {{E, 1}, {rows, E}});
-        x.translate(1, (int)r0);
+        shift_min(x, 1, r0);
         HBuf y = out_rows.cropped(1, (int)r0, (int)rows);
         project(c.ks, c.o, x, y);
     }
@@ -803,12 +812,6 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                                       weights_scratch ? NB * H * query_chunk * Sk : 0,
                                       per_batch ? S * NB * E : 0, per_batch ? S * NB * E : 0});
     float *qp = ws[0], *attn = ws[1], *kp = ws[2], *vp = ws[3], *per_head_scratch = ws[4];
-    // A view moved to the pass's batches or a query chunk (dimension d
-    // starting at `min`): its coordinates are renamed, its memory (host and
-    // device) stays where it is. Not Buffer::translate, which frees the view's
-    // device allocation, so that a GPU kernel writing it got a fresh one per
-    // query chunk.
-    auto at_offset = [](HBuf &b, int d, int64_t min) { b.raw_buffer()->dim[d].min += (int)min; };
     // Rows of a host sequence tensor (len positions of `width` floats) for the
     // batches [n0, n0 + nb) of a chunked pass: one run of rows when batch-major,
     // else (sequence_batch_chunk makes such passes one batch) rows N * width apart.
@@ -885,7 +888,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         HBuf av = dv.alias(attn_rows, view(attn, {{D, 1}, {H, D}, {L, q_pos * E}, {nb, q_batch * E}}));
         HBuf kv = dv.alias(k_rows, view(kp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
         HBuf vv = dv.alias(v_rows, view(vp, {{D, 1}, {H, D}, {Sk, kv_pos * E}, {nb, kv_batch * E}}));
-        for (HBuf *b : {&qv, &av, &kv, &vv}) at_offset(*b, 3, n0);
+        for (HBuf *b : {&qv, &av, &kv, &vv}) shift_min(*b, 3, n0);
 
         if (Sk == 0) {
             // Every row is fully hidden: weights 0 (already), attention rows 0.
@@ -903,7 +906,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 per_head_all = dv.scratch(
                     view(per_head_scratch,
                          {{Sk, 1}, {query_chunk, Sk}, {H, query_chunk * Sk}, {nb, H * query_chunk * Sk}}));
-                at_offset(per_head_all, 3, n0);
+                shift_min(per_head_all, 3, n0);
             } else if (!mean_fused) {
                 per_head_all = chunked ? per_head_out.cropped(3, (int)n0, (int)nb) : per_head_out;
             }
@@ -922,7 +925,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                     continue;
                 }
                 HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
-                if (weights_scratch) at_offset(wv, 1, i0);
+                if (weights_scratch) shift_min(wv, 1, i0);
                 if (ks.softmax_attend) {
                     check_status("softmax_attend",
                                  ks.softmax_attend(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
