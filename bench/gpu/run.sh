@@ -73,9 +73,13 @@ echo "exit code $?" >> "$out/compare.log"
 if grep -q '^MHA forward' "$out/compare.log"; then sed -n '/^MHA forward/,$p' "$out/compare.log"; else tail -5 "$out/compare.log"; fi
 # HMHA_GPU_PROFILE=1: Nsight Compute on the first forward (fused, then
 # need_weights) at (1, 4096, 4096, 512, 8): every kernel's throughput,
-# occupancy, launch shape and warp stall reasons.
-if [ "${HMHA_GPU_PROFILE:-0}" = 1 ] && command -v ncu > /dev/null; then
-    for nw in "" "--need-weights"; do
+# occupancy, launch shape and warp stall reasons; HMHA_GPU_PROFILE=fused: the
+# fused forward only (half the device time).
+profile=${HMHA_GPU_PROFILE:-0}
+if [ "$profile" != 0 ] && command -v ncu > /dev/null; then
+    cases=("" "--need-weights")
+    [ "$profile" = fused ] && cases=("")
+    for nw in "${cases[@]}"; do
         name=profile-1x4096x4096x512x8${nw:+-need-weights}.txt
         timeout 150 ncu --launch-count 14 --section SpeedOfLight --section Occupancy --section LaunchStats \
             --section SchedulerStats --section WarpStateStats \
