@@ -10,6 +10,7 @@
 #                      where this passed)
 #   gpu-tune.log       every GPU kernel variant of the schedule sweep at the
 #   gpu-times.jsonl    issue's shapes, checked and timed (one JSON line each);
+#   gpu-peers.log      the autoscheduled peers' logs (their times join gpu-times.jsonl);
 #   cuda.json          the winners: copy to schedules/tuned/cuda.json here and
 #                      rebuild (bundle.sh) for the tuned CUDA kernels
 #   compare.log        ours against PyTorch nn.MultiheadAttention and F.sdpa,
@@ -61,9 +62,20 @@ fi
 if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
     timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
-        --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1
+        --peers none --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1
     echo "exit code $?" >> "$out/gpu-tune.log"
     grep -A20 "^device cuda" "$out/gpu-tune.log"
+    # The autoscheduled peers, each in a process of its own (a kernel that
+    # faults leaves its process's CUDA context unusable): their records join
+    # gpu-times.jsonl, their logs gpu-peers.log.
+    "$bundle/hmha_gpu_tune" --device cuda --list-peers | while read -r kernel shape; do
+        timeout 60 "$bundle/hmha_gpu_tune" --device cuda --verbose --peers only --kernels "$kernel" --shapes "$shape" \
+            --out /tmp/hmha-peer.json --times /tmp/hmha-peer.jsonl >> "$out/gpu-peers.log" 2>&1
+        echo "$kernel $shape: exit code $?" >> "$out/gpu-peers.log"
+        cat /tmp/hmha-peer.jsonl >> "$out/gpu-times.jsonl" 2>/dev/null
+        rm -f /tmp/hmha-peer.jsonl
+    done
+    grep -h "^ \{16\}(Anderson2021" "$out/gpu-peers.log"
 fi
 
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
