@@ -39,6 +39,7 @@ public:
     GeneratorParam<int> gpu_tile_d{"gpu_tile_d", 1, 1, 16};
     GeneratorParam<bool> gpu_split_block_reductions{"gpu_split_block_reductions", false};
     GeneratorParam<bool> gpu_thread_block_reductions{"gpu_thread_block_reductions", false};
+    GeneratorParam<bool> gpu_stage_values{"gpu_stage_values", false};  // tiled only: schedules/gpu/sdpa.h
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
@@ -153,7 +154,7 @@ public:
                                            gpu_thread_per_query, gpu_unroll, gpu_thread_state,
                                            gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers, gpu_tile_j,
                                            gpu_tile_i, gpu_tile_d, gpu_split_block_reductions,
-                                           gpu_thread_block_reductions});
+                                           gpu_thread_block_reductions, gpu_stage_values});
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,
                                 "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);

@@ -5,6 +5,7 @@
 //   hmha_gpu_tune --device cuda|opencl [--out schedules/tuned/cuda.json] [--quick]
 //                 [--verbose] [--shapes N,L,S,E,H[;...]] [--times FILE]
 //                 [--peers with|none|only] [--kernels K[,K...]] [--list-peers]
+//                 [--match TEXT[;TEXT...]]
 //
 // --times writes every timed (kernel, shape, variant) as one JSON line (ms: the
 // best round's median; valid: false for a variant that failed a check), for
@@ -28,7 +29,8 @@
 // one (--peers only --kernels K --shapes S, as --list-peers names them) in
 // processes of their own: on the H100 on 2026-11-27 Anderson2021's sdpa for
 // (1, 4096, 4096, 512, 8) faulted, and the sweep's later times were those of
-// failing launches.
+// failing launches. --match keeps the untuned defaults and the variants
+// whose params contain one of the texts (a short re-run of a few candidates).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -200,10 +202,11 @@ int main(int argc, char **argv) {
     std::string peers = "with";
     std::vector<std::string> only_kernels;
     bool list_peers = false;
+    std::vector<std::string> match;
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_gpu_tune --device cuda|opencl [--out FILE] [--quick] [--verbose] "
                              "[--shapes N,L,S,E,H;...] [--times FILE] [--peers with|none|only] [--kernels K,...] "
-                             "[--list-peers]\n");
+                             "[--list-peers] [--match TEXT;...]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -226,6 +229,8 @@ int main(int argc, char **argv) {
             }
         } else if (a == "--kernels" && i + 1 < argc) {
             only_kernels = split(argv[++i], ',');
+        } else if (a == "--match" && i + 1 < argc) {
+            match = split(argv[++i], ';');
         } else if (a == "--list-peers") {
             list_peers = true;
         } else if (a == "--shapes" && i + 1 < argc) {
@@ -277,6 +282,11 @@ int main(int argc, char **argv) {
         if ((peers == "none" && v.autoscheduler != nullptr) || (peers == "only" && v.autoscheduler == nullptr)) continue;
         if (!only_kernels.empty() &&
             std::find(only_kernels.begin(), only_kernels.end(), std::string(v.kernel)) == only_kernels.end()) {
+            continue;
+        }
+        if (!match.empty() && *v.params && std::none_of(match.begin(), match.end(), [&](const std::string &m) {
+                return std::string(v.params).find(m) != std::string::npos;
+            })) {
             continue;
         }
         if (!by_kernel.count(v.kernel)) order.push_back(v.kernel);

@@ -21,6 +21,9 @@
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
 # HMHA_GPU_RUN=final the sweep only (the tuned build's tests and table).
+# A short sweep: HMHA_GPU_KERNELS=sdpa (hmha_gpu_tune --kernels) and
+# HMHA_GPU_MATCH="text;text" (--match: the defaults and the variants whose
+# params contain a text); HMHA_GPU_PEERS=0 skips the autoscheduled peers.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.gpu-bundle"
@@ -61,14 +64,17 @@ if [ "$run" != compare ]; then
 fi
 if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
+    sweep=()
+    [ -n "${HMHA_GPU_KERNELS:-}" ] && sweep+=(--kernels "$HMHA_GPU_KERNELS")
+    [ -n "${HMHA_GPU_MATCH:-}" ] && sweep+=(--match "$HMHA_GPU_MATCH")
     timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
-        --peers none --times "$out/gpu-times.jsonl" > "$out/gpu-tune.log" 2>&1
+        --peers none --times "$out/gpu-times.jsonl" "${sweep[@]}" > "$out/gpu-tune.log" 2>&1
     echo "exit code $?" >> "$out/gpu-tune.log"
     grep -A20 "^device cuda" "$out/gpu-tune.log"
     # The autoscheduled peers, each in a process of its own (a kernel that
     # faults leaves its process's CUDA context unusable): their records join
     # gpu-times.jsonl, their logs gpu-peers.log.
-    "$bundle/hmha_gpu_tune" --device cuda --list-peers | while read -r kernel shape; do
+    [ "${HMHA_GPU_PEERS:-1}" = 0 ] || "$bundle/hmha_gpu_tune" --device cuda --list-peers | while read -r kernel shape; do
         timeout 60 "$bundle/hmha_gpu_tune" --device cuda --verbose --peers only --kernels "$kernel" --shapes "$shape" \
             --out /tmp/hmha-peer.json --times /tmp/hmha-peer.jsonl >> "$out/gpu-peers.log" 2>&1
         echo "$kernel $shape: exit code $?" >> "$out/gpu-peers.log"

@@ -64,6 +64,13 @@ struct SdpaParams {
     // thread of a query repeats its reductions), but no block-level stage for
     // them: in the tuned variant's PTX, 5 barriers per key block instead of 13.
     bool thread_block_reductions;
+    // Tiled: each key block's values staged in shared memory beside its keys,
+    // so that the P.V loop reads shared memory instead of global memory
+    // through L1 (the H100 profile of 2026-11-27: L1/TEX 94% busy, 38% of
+    // the stalls waiting on L1TEX loads). (The block's queries staged the
+    // same way, once per block, from the clamped `qc`, gave wrong results on
+    // PoCL with Halide 21 at S = 65 and L <= 3; not kept.)
+    bool stage_values;
 };
 
 struct SdpaFuncs {
@@ -138,17 +145,20 @@ inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RD
     f.block_pv.update().reorder(v.d, rj).unroll(v.d);
 }
 
-// The key block, staged in shared memory at each scan step of the (d, i)
-// schedules (schedule_sdpa, schedule_sdpa_tiled) by threads_d x threads_j
-// threads, loaded along d (coalesced); stored key-fastest with rows padded to
-// key_block + 1 where keys_transposed_shared.
-inline void stage_key_block(SdpaFuncs f, const ScoreVars &v, Halide::RDom rb, const SdpaParams &prm, int threads_j) {
+// The key block's keys (kc) or values (vc), staged in shared memory at each
+// scan step of the (d, i) schedules (schedule_sdpa, schedule_sdpa_tiled) by
+// threads_d x threads_j threads, loaded along d (coalesced); keys stored
+// key-fastest with rows padded to key_block + 1 where keys_transposed_shared.
+inline void stage_key_block(SdpaFuncs f, const ScoreVars &v, Halide::RDom rb, const SdpaParams &prm, int threads_j,
+                            Halide::Func staged) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var dO("dO"), di("di"), jo("jo"), ji("ji");
-    f.kc.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
-    if (prm.keys_transposed_shared) f.kc.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
-    f.kc.split(v.d, dO, di, prm.threads_d, guard)
+    staged.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
+    if (staged.name() == f.kc.name() && prm.keys_transposed_shared) {
+        staged.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
+    }
+    staged.split(v.d, dO, di, prm.threads_d, guard)
         .split(v.j, jo, ji, threads_j, guard)
         .reorder(dO, di, jo, ji)
         .gpu_threads(di, ji);
@@ -204,7 +214,8 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.block_pv.update().reorder(v.d, v.i, rj.x).unroll(v.d).unroll(v.i);
     if (prm.dot_unroll > 1) f.block_pv.update().unroll(rj.x, prm.dot_unroll, guard);
 
-    stage_key_block(f, v, rb, prm, threads_i);
+    stage_key_block(f, v, rb, prm, threads_i, f.kc);
+    if (prm.stage_values) stage_key_block(f, v, rb, prm, threads_i, f.vc);
 
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, ji, jv, tj, guard)
@@ -286,7 +297,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     // Per key block, all at the scan step (block level), each with its own
     // threads; every producer uses the same threads_d x query_block shape.
-    stage_key_block(f, v, rb, prm, prm.query_block);
+    stage_key_block(f, v, rb, prm, prm.query_block, f.kc);
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, jo, ji, td, guard).reorder(jo, ji, v.i).gpu_threads(ji, v.i);
     f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
