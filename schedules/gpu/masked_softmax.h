@@ -5,7 +5,8 @@
 // next kernel's block of each row: fused_rows), then the normalised rows, a
 // block per (query, head, batch) row with threads striding over keys, so
 // reads and writes are coalesced. Tuned for the H100: tiled
-// scores and split rows, 9x the untuned default (bench/results/h100-2026-11-26.md).
+// scores and split rows, 9x the untuned default (bench/results/h100-2026-11-26.md);
+// fused rows 1-5% faster again at every shape (h100-2026-11-27.md).
 #pragma once
 
 #include "Halide.h"
