@@ -489,6 +489,34 @@ TEST_CASE("reference: whole-row kernels at query counts around the query blocks 
         }
 }
 
+// need_weights with is_causal on the CPU runs 256-query chunks on the keys
+// each chunk may see and zeroes the hidden rest of their weight rows
+// (runtime/src/mha.cpp, kCausalWeightsQueryChunk): queries and keys across
+// several chunks, more keys than queries and fewer, averaged and per-head
+// weights, with masks and padding (whose key indices are absolute), and with
+// appended keys (never hidden: no chunks then).
+TEST_CASE("reference: causal need_weights in query chunks on the keys each chunk sees", "[reference]") {
+    uint32_t seed = 9600;
+    const std::pair<int64_t, int64_t> shapes[] = {{257, 257}, {600, 600}, {600, 300}, {300, 700}, {513, 1030}};
+    for (const auto &[L, S] : shapes)
+        for (int variant = 0; variant < 3; variant++) {
+            Case c;
+            c.E = 16;
+            c.H = 2;
+            c.L = L;
+            c.S = S;
+            c.N = 2;
+            c.causal = true;
+            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.weights = variant == 1 ? Weights::PerHead : Weights::Averaged;
+            c.mask = variant == 0 ? MaskKind::Bool3D : variant == 1 ? MaskKind::Float2D : MaskKind::None;
+            c.pad = variant == 2 ? PadKind::Bool : PadKind::None;
+            c.add_bias_kv = variant == 2 && L == 600;
+            c.hide_p = 0.1;
+            run_case(c, seed++);
+        }
+}
+
 // softmax_attend_mean runs its Q.K^T and e.V a chunk of keys at a time
 // (key_chunk, 128 to 512 as the tuner may pick): key counts around those
 // chunks, with the averaged weights, masks, padding and appended keys, and a

@@ -30,6 +30,14 @@ constexpr int64_t kCausalQueryChunk = 256;
 // every head's keys again, so shorter chunks cost more: 128 was 1.3x slower at
 // (1, 4096, 4096, 512, 8).
 constexpr int64_t kWeightsQueryChunk = 1024;
+// need_weights with causal (no appended keys) on the CPU: queries per call, each
+// call on the keys its queries may see (the hidden rest of its weight rows is
+// zeroed by the runtime), as the fused path does with kCausalQueryChunk.
+// Measured on 2 cores (2026-11-27), averaged weights, against one call on all
+// keys: (1, 4096, 4096, 512, 8) 340 -> 230 ms, (1, 2048, 2048, 1024, 16) 232 ->
+// 180, (4, 512, 512, 512, 8) 38.3 -> 36.1; 128 ties 256 at the last, 512 is
+// slower there, 64 slower still (every call transposes its keys again).
+constexpr int64_t kCausalWeightsQueryChunk = 256;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
 // + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
@@ -911,15 +919,29 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 per_head_all = chunked ? per_head_out.cropped(3, (int)n0, (int)nb) : per_head_out;
             }
             HBuf mean_all = chunked && averaged ? mean_out.cropped(2, (int)n0, (int)nb) : mean_out;
-            for (int64_t i0 = 0; i0 < L; i0 += query_chunk) {
-                const int64_t rows = std::min(query_chunk, L - i0);
+            // Causal without appended keys, on the CPU (host weights): a chunk
+            // [i0, i1) runs on the keys [0, i1) it may see, cropped (absolute
+            // coordinates, as run_sdpa's chunks), and the rest of its weight
+            // rows, all hidden, is zeroed here instead of computed.
+            const bool skip = f.is_causal && g.extra == 0 && ks.device == nullptr && S > 0;
+            const int64_t chunk = skip ? std::min(L, kCausalWeightsQueryChunk) : query_chunk;
+            for (int64_t i0 = 0; i0 < L; i0 += chunk) {
+                const int64_t rows = std::min(chunk, L - i0);
+                const int64_t keys = skip ? std::min(Sk, i0 + rows) : Sk;
                 auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
+                HBuf kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
+                // The weights of the visible keys, after zeroing the hidden rest.
+                auto visible = [&](HBuf &w) {
+                    if (keys < Sk) w.cropped(0, (int)keys, (int)(Sk - keys)).fill(0.0f);
+                    return w.cropped(0, 0, (int)keys);
+                };
                 if (mean_fused) {
                     HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
+                    HBuf mk = visible(mc);
                     check_status("softmax_attend_mean",
-                                 ks.softmax_attend_mean(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
+                                 ks.softmax_attend_mean(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
                                                         am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
-                                                        masked_keys, f.is_causal, has_masks, scale, mc.raw_buffer(),
+                                                        masked_keys, f.is_causal, has_masks, scale, mk.raw_buffer(),
                                                         ac.raw_buffer()));
                     finish_output(mc);
                     continue;
@@ -927,10 +949,11 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 HBuf wv = per_head_all.cropped(1, weights_scratch ? 0 : (int)i0, (int)rows);
                 if (weights_scratch) shift_min(wv, 1, i0);
                 if (ks.softmax_attend) {
+                    HBuf wk = visible(wv);
                     check_status("softmax_attend",
-                                 ks.softmax_attend(qc.raw_buffer(), kv.raw_buffer(), vv.raw_buffer(),
+                                 ks.softmax_attend(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
                                                    am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
-                                                   masked_keys, f.is_causal, has_masks, scale, wv.raw_buffer(),
+                                                   masked_keys, f.is_causal, has_masks, scale, wk.raw_buffer(),
                                                    ac.raw_buffer()));
                 } else {
                     check_status("masked_softmax",
