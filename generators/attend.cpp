@@ -17,6 +17,8 @@ public:
     GeneratorParam<int> gpu_threads_i{"gpu_threads_i", 8, 1, 1024};
     GeneratorParam<int> gpu_tile_i{"gpu_tile_i", 1, 1, 16};  // schedules/gpu/attend.h
     GeneratorParam<int> gpu_key_unroll{"gpu_key_unroll", 1, 1, 16};
+    GeneratorParam<int> gpu_tile_d{"gpu_tile_d", 1, 1, 16};
+    GeneratorParam<bool> gpu_vector_loads{"gpu_vector_loads", false};
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> weights{"weights"};  // (S', L, H, N)
@@ -37,8 +39,23 @@ public:
             return;
         }
         if (get_target().has_gpu_feature()) {
+            // CUDA only, as in generators/linear.cpp: Halide 21's OpenCL C
+            // backend rejects the guarded tail's predicated vector code.
+            const bool vector_loads =
+                gpu_vector_loads && gpu_tile_d > 1 && get_target().has_feature(Target::CUDA);
             schedules::gpu::schedule_attend(out, acc, d, i, h, n, rj,
-                                            {gpu_threads_d, gpu_threads_i, gpu_tile_i, gpu_key_unroll});
+                                            {gpu_threads_d, gpu_threads_i, gpu_tile_i, gpu_key_unroll, gpu_tile_d,
+                                             vector_loads});
+            if (vector_loads) {
+                // Aligned vectors of V need every head's rows 16-byte aligned:
+                // a whole allocation (the runtime's projections are) and
+                // strides that are multiples of 4 floats; others run the same
+                // schedule with scalar loads.
+                v.set_host_alignment(16).dim(0).set_min(0);
+                out.dim(0).set_min(0);
+                out.specialize(v.dim(1).stride() % 4 == 0 && v.dim(2).stride() % 4 == 0 &&
+                               v.dim(3).stride() % 4 == 0);
+            }
             return;
         }
         const Target t = get_target();
