@@ -9,6 +9,7 @@
 //   build/bench/hmha_bench --case IMPL --shape N,L,S,E,H [--need-weights] [--causal]
 //                          [--cross] [--min-time SEC] [--dump DIR | --ref DIR]
 //                          [--scratch auto|sequence|per-head] [--batch-chunk B]
+//                          [--gpu-attention fused|unfused]
 //       One forward case in this (fresh) process, as one JSON line: median ms,
 //       GFLOP/s, peak resident memory, and the check against our output. IMPL is
 //       ours, blas, or a kernel set of --list (autoschedulers; needs
@@ -63,6 +64,7 @@ struct Impl {
 hmha::Device g_device = hmha::Device::CPU;
 hmha::Scratch g_scratch = hmha::Scratch::Auto;
 int64_t g_batch_chunk = 0;  // hmha::Options::batch_chunk
+hmha::GpuAttention g_gpu_attention = hmha::GpuAttention::Fused;
 
 class Ours : public Impl {
 public:
@@ -80,6 +82,7 @@ public:
         opt.device = g_device;
         opt.scratch = g_scratch;
         opt.batch_chunk = g_batch_chunk;
+        opt.gpu_attention = g_gpu_attention;
         mha_.emplace(opt, sd);
     }
     // On a GPU the inputs are copied to the device once (the first, untimed,
@@ -601,6 +604,7 @@ int main(int argc, char **argv) {
         if (a.has("hmha-device")) g_device = hmha::parse_device(a.get("hmha-device"));
         if (a.has("scratch")) g_scratch = hmha::parse_scratch(a.get("scratch"));
         if (a.has("batch-chunk")) g_batch_chunk = std::stoll(a.get("batch-chunk"));
+        if (a.has("gpu-attention")) g_gpu_attention = hmha::parse_gpu_attention(a.get("gpu-attention"));
         if (a.has("case")) return run_case(a);
         if (a.has("sgemm")) return run_sgemm(a);
         if (a.has("fma-peak")) return run_fma_peak();

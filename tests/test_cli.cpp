@@ -749,6 +749,7 @@ TEST_CASE("cli: every error is one stderr line naming the argument, and writes n
         {with({"--is-causal=1"}), "--is-causal"},
         {with({"--device", "tpu"}), "--device"},
         {with({"--scratch", "small"}), "--scratch"},
+        {with({"--gpu-attention", "flash"}), "--gpu-attention"},
         {with({"--batch-chunk", "0"}), "--batch-chunk"},
         {with({"--batch-chunk=x"}), "--batch-chunk"},
         {with({"--dropout", "abc"}), "--dropout"},

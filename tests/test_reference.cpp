@@ -52,6 +52,7 @@ struct Case {
     double hide_p = 0.25;                // chance that a mask element hides its key
     hmha::Scratch scratch = hmha::Scratch::Auto;
     int64_t batch_chunk = 0;  // Options::batch_chunk
+    hmha::GpuAttention gpu_attention = hmha::GpuAttention::Fused;
 
     std::string describe() const {
         std::ostringstream s;
@@ -60,7 +61,8 @@ struct Case {
           << " layout=" << name(layout) << " attn_mask=" << name(mask) << " key_padding_mask=" << name(pad)
           << " is_causal=" << causal << " need_weights=" << name(weights) << " self_attention=" << self_attention
           << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p
-          << " scratch=" << hmha::to_string(scratch) << " batch_chunk=" << batch_chunk;
+          << " scratch=" << hmha::to_string(scratch) << " batch_chunk=" << batch_chunk
+          << " gpu_attention=" << hmha::to_string(gpu_attention);
         return s.str();
     }
 };
@@ -116,6 +118,7 @@ void run_case(const Case &c, uint32_t seed) {
     o.batch_first = c.layout == Layout::BatchFirst || (c.layout == Layout::Unbatched && c.unbatched_batch_first);
     o.scratch = c.scratch;
     o.batch_chunk = c.batch_chunk;
+    o.gpu_attention = c.gpu_attention;
     const int64_t kdim = c.kdim ? c.kdim : c.E, vdim = c.vdim ? c.vdim : c.E;
     const auto sd = random_state_dict(o, rng);
 
@@ -379,6 +382,33 @@ TEST_CASE("reference: need_weights=false with head_dim 127 to 300", "[reference]
                 c.layout = Layout::BatchFirst;
                 c.hide_p = 0.1;
             }
+            run_case(c, seed++);
+        }
+}
+
+// Options::gpu_attention = Unfused: need_weights=false through masked_softmax
+// and attend on a GPU (per-head weights in query-chunk scratch), at every head
+// width; the CPU ignores it (its fused kernels run). Odd sizes, masks,
+// causal, appended keys, and more queries than one chunk (1024).
+TEST_CASE("reference: need_weights=false through the unfused GPU path (Options::gpu_attention)", "[reference]") {
+    uint32_t seed = 7400;
+    const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {3, 17}, {17, 3}, {65, 65}, {1029, 40}};
+    for (const auto &[L, S] : shapes)
+        for (int variant = 0; variant < 2; variant++) {
+            Case c;
+            c.H = variant == 0 ? 2 : 3;
+            c.E = variant == 0 ? 16 : 3 * 13;
+            c.L = L;
+            c.S = S;
+            c.N = 2;
+            c.weights = Weights::None;
+            c.gpu_attention = hmha::GpuAttention::Unfused;
+            c.mask = variant == 0 ? MaskKind::Bool3D : MaskKind::Float2D;
+            c.pad = variant == 1 ? PadKind::Bool : PadKind::None;
+            c.causal = variant == 1;
+            c.add_bias_kv = variant == 0;
+            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.hide_p = 0.2;
             run_case(c, seed++);
         }
 }

@@ -56,10 +56,10 @@ def name_of(shape, nw, causal, cross):
         "/cross" if cross else "")
 
 
-def run_ours(bench, shape, nw, causal, cross, ref, min_time):
+def run_ours(bench, shape, nw, causal, cross, ref, min_time, extra=()):
     cmd = [bench, "--case", "ours", "--hmha-device=cuda", "--shape", ",".join(map(str, shape)), "--dump", ref,
            "--min-time", str(min_time), "--min-reps", "5"]
-    cmd += ["--need-weights"] * nw + ["--causal"] * causal + ["--cross"] * cross
+    cmd += ["--need-weights"] * nw + ["--causal"] * causal + ["--cross"] * cross + list(extra)
     p = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -78,6 +78,14 @@ def run_all(bench, shape, nw, causal, cross, min_time):
         got["mha"] = run_torch("mha", ref, min_time)
         if not nw:
             got["sdpa"] = run_torch("sdpa", ref, min_time)
+    if not nw:
+        # need_weights=false through masked_softmax and attend
+        # (Options::gpu_attention = Unfused), beside the fused kernel.
+        os.makedirs(ref + "-unfused", exist_ok=True)
+        unfused = run_ours(bench, shape, nw, causal, cross, ref + "-unfused", min_time,
+                           ["--gpu-attention", "unfused"])
+        unfused["impl"] = "ours, unfused"
+        got["ours_unfused"] = unfused
     for r in got.values():
         r.update(case=name, device="cuda")
     return name, got
@@ -166,10 +174,12 @@ def main():
     def fmt(ms):
         return f"{ms:9.3f}" if ms else f"{'-':>9s}"
 
-    print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster)")
-    print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s}")
-    for name, o, m, s, errs, _ in rows:
-        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)}")
+    print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster); unfused ="
+          "\nours with Options::gpu_attention = Unfused (masked_softmax + attend), need_weights=false only")
+    print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s} {'unfused':>9s}")
+    for name, o, m, s, errs, got in rows:
+        u = got.get("ours_unfused", {})
+        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)} {fmt(u.get('ms') if u.get('ok') else None)}")
     print("\nPeak device memory, MiB above the process's baseline: ours what Halide took from the driver (NVML),"
           "\nPyTorch its caching allocator's reserved (and allocated) peak; x ess. = ours / (inputs + outputs +"
           "\nparameters), the memory target's measure")

@@ -79,6 +79,8 @@ options (booleans take --x, --x=true or --x=false; defaults in brackets):
                               memory policy without weights (hmha.h)     [auto]
   --batch-chunk B             batches per pass of the sequence policy    [auto]
                               (CPU; hmha.h)
+  --gpu-attention fused|unfused
+                              need_weights=false on a GPU (hmha.h)       [fused]
   --dropout P                 accepted for compatibility, no effect      [0]
   --verbose                   print the shapes and the forward time
   -h, --help                  print this help
@@ -288,9 +290,10 @@ const char *bool_text(bool b) {
     return b ? "true" : "false";
 }
 
-// A choice the library parses (hmha::parse_device, parse_scratch): its error
-// ("device: expected one of cpu, cuda, opencl, got 'tpu'") names the option,
-// so the usage error only adds the dashes.
+// A choice the library parses (hmha::parse_device, parse_scratch,
+// parse_gpu_attention): its error ("device: expected one of cpu, cuda, opencl,
+// got 'tpu'") names the Options field, so the usage error only spells it as
+// the flag ("gpu_attention" -> "--gpu-attention").
 template <typename T>
 T parse_choice(const Parsed &p, const std::string &flag, T fallback, T (*parse)(const std::string &)) {
     auto it = p.values.find(flag);
@@ -298,7 +301,9 @@ T parse_choice(const Parsed &p, const std::string &flag, T fallback, T (*parse)(
     try {
         return parse(it->second);
     } catch (const hmha::Error &e) {
-        throw UsageError("--" + std::string(e.what()));
+        std::string msg = e.what();
+        std::replace(msg.begin(), msg.begin() + (long)std::min(msg.find(':'), msg.size()), '_', '-');
+        throw UsageError("--" + msg);
     }
 }
 
@@ -311,7 +316,8 @@ int cmd_run(const std::vector<std::string> &args) {
     }
     OptionSpec spec{
         "run",
-        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--scratch", "--batch-chunk", "--dropout"},
+        {"--weights", "--inputs", "--output", "--num-heads", "--device", "--scratch", "--batch-chunk", "--dropout",
+         "--gpu-attention"},
         {"--batch-first", "--add-zero-attn", "--need-weights", "--average-attn-weights", "--is-causal", "--verbose"}};
     Parsed p = parse_options(args, spec);
     reject_positionals(p, "run");
@@ -324,6 +330,8 @@ int cmd_run(const std::vector<std::string> &args) {
     const int64_t num_heads = parse_positive_int("--num-heads", require_value(p, "--num-heads", "H"));
     const hmha::Device device = parse_choice(p, "--device", hmha::Device::CPU, hmha::parse_device);
     const hmha::Scratch scratch = parse_choice(p, "--scratch", hmha::Scratch::Auto, hmha::parse_scratch);
+    const hmha::GpuAttention gpu_attention =
+        parse_choice(p, "--gpu-attention", hmha::GpuAttention::Fused, hmha::parse_gpu_attention);
     const int64_t batch_chunk =
         p.values.count("--batch-chunk") ? parse_positive_int("--batch-chunk", p.values.at("--batch-chunk")) : 0;
     double dropout = 0.0;
@@ -383,6 +391,7 @@ int cmd_run(const std::vector<std::string> &args) {
     opt.device = device;
     opt.scratch = scratch;
     opt.batch_chunk = batch_chunk;
+    opt.gpu_attention = gpu_attention;
     opt.dropout = dropout;
     hmha::MultiheadAttention mha(opt, weights);
 
@@ -412,7 +421,8 @@ int cmd_run(const std::vector<std::string> &args) {
                   << " add_bias_kv=" << bool_text(opt.add_bias_kv) << " add_zero_attn=" << bool_text(opt.add_zero_attn)
                   << " batch_first=" << bool_text(opt.batch_first) << " device=" << hmha::to_string(opt.device)
                   << " scratch=" << hmha::to_string(opt.scratch)
-                  << " batch_chunk=" << (opt.batch_chunk ? std::to_string(opt.batch_chunk) : "auto") << "\n";
+                  << " batch_chunk=" << (opt.batch_chunk ? std::to_string(opt.batch_chunk) : "auto")
+                  << " gpu_attention=" << hmha::to_string(opt.gpu_attention) << "\n";
         std::cout << "forward: need_weights=" << bool_text(fwd.need_weights)
                   << " average_attn_weights=" << bool_text(fwd.average_attn_weights)
                   << " is_causal=" << bool_text(fwd.is_causal) << "\n";

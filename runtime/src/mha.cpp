@@ -795,9 +795,11 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
     // need_weights=false runs the fused sdpa, except on a GPU for heads wider
-    // than its shared memory holds; the unfused path then keeps its per-head
-    // weights in chunk scratch, as when averaging.
-    const bool fused = !f.need_weights && !(ks.device && D > kGpuFusedMaxHeadDim);
+    // than its shared memory holds or when Options::gpu_attention asks for the
+    // unfused path, which then keeps its per-head weights in chunk scratch, as
+    // when averaging.
+    const bool fused = !f.need_weights && !(ks.device && (D > kGpuFusedMaxHeadDim ||
+                                                          o.gpu_attention == GpuAttention::Unfused));
     // Averaging on the CPU, softmax_attend_mean writes the mean alone: no
     // per-head weights, no scratch for them.
     const bool mean_fused = averaged && ks.softmax_attend_mean != nullptr;

@@ -45,4 +45,15 @@ Scratch parse_scratch(const std::string &name) {
     throw Error("scratch: expected one of auto, sequence, per-head, got '" + name + "'");
 }
 
+const char *to_string(GpuAttention a) {
+    return a == GpuAttention::Fused ? "fused" : "unfused";
+}
+
+GpuAttention parse_gpu_attention(const std::string &name) {
+    for (GpuAttention a : {GpuAttention::Fused, GpuAttention::Unfused}) {
+        if (name == to_string(a)) return a;
+    }
+    throw Error("gpu_attention: expected one of fused, unfused, got '" + name + "'");
+}
+
 }  // namespace hmha

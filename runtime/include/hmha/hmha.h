@@ -139,6 +139,21 @@ const char *to_string(Scratch s);
 // "auto", "sequence", "per-head"; throws Error for anything else.
 Scratch parse_scratch(const std::string &name);
 
+// How need_weights=false attends on a GPU (the CPU always runs its fused kernels).
+enum class GpuAttention {
+    // The fused flash-style sdpa kernel (no L x S buffer), except for heads wider
+    // than its shared memory holds (128), which take the unfused path.
+    Fused,
+    // masked_softmax into per-head weights of one query chunk (1024 queries x
+    // S' keys x H heads of scratch), then weights @ V: the need_weights
+    // kernels, GEMM-shaped, without the weights output. For measuring against
+    // Fused on a GPU (bench/gpu/compare.py); not yet timed there.
+    Unfused,
+};
+const char *to_string(GpuAttention a);
+// "fused", "unfused"; throws Error for anything else.
+GpuAttention parse_gpu_attention(const std::string &name);
+
 // Constructor arguments of nn.MultiheadAttention. kdim/vdim of 0 mean embed_dim.
 struct Options {
     int64_t embed_dim = 0;
@@ -158,6 +173,7 @@ struct Options {
     // N or more = all at once (as on a GPU). With (L, N, E) inputs a pass of
     // fewer than N batches holds one (its rows are N * E floats apart).
     int64_t batch_chunk = 0;
+    GpuAttention gpu_attention = GpuAttention::Fused;  // not in PyTorch
 
     // Reads embed_dim, kdim, vdim, bias and add_bias_kv from which state_dict
     // tensors exist and their shapes (as the CLI does).
