@@ -23,21 +23,19 @@ using HBuf = Halide::Runtime::Buffer<float>;
 using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-// Queries per sdpa call when causal blocks are skipped (see forward()).
+// Queries per call when causal blocks are skipped on the CPU (see forward()):
+// sdpa's, and with need_weights softmax_attend(_mean)'s, whose hidden weights
+// the runtime zeroes. Measured for the latter on 2 cores (2026-11-27),
+// averaged weights, against one call on all keys: (1, 4096, 4096, 512, 8)
+// 340 -> 230 ms, (1, 2048, 2048, 1024, 16) 232 -> 180, (4, 512, 512, 512, 8)
+// 38.3 -> 36.1; 128 ties 256 at the last, 512 is slower there, 64 slower
+// still (every call transposes its keys again).
 constexpr int64_t kCausalQueryChunk = 256;
 // Queries per softmax_attend or softmax_attend_mean call (GPU: masked_softmax,
 // attend and head_mean round) in the need_weights path. Each call transposes
 // every head's keys again, so shorter chunks cost more: 128 was 1.3x slower at
 // (1, 4096, 4096, 512, 8).
 constexpr int64_t kWeightsQueryChunk = 1024;
-// need_weights with causal (no appended keys) on the CPU: queries per call, each
-// call on the keys its queries may see (the hidden rest of its weight rows is
-// zeroed by the runtime), as the fused path does with kCausalQueryChunk.
-// Measured on 2 cores (2026-11-27), averaged weights, against one call on all
-// keys: (1, 4096, 4096, 512, 8) 340 -> 230 ms, (1, 2048, 2048, 1024, 16) 232 ->
-// 180, (4, 512, 512, 512, 8) 38.3 -> 36.1; 128 ties 256 at the last, 512 is
-// slower there, 64 slower still (every call transposes its keys again).
-constexpr int64_t kCausalWeightsQueryChunk = 256;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
 // + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
@@ -752,12 +750,15 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Not on a GPU: a 256-query launch fills a few dozen blocks of the chip
     // (measured on an H100 at L = 4096, H = 8: 106 ms chunked, 3.5x the
     // unchunked non-causal call), so there one launch masks the hidden keys.
+    // The need_weights path below chunks its queries the same way.
+    const bool causal_chunks = f.is_causal && g.extra == 0 && ks.device == nullptr;
+    // The keys that queries [i0, i0 + rows) may see (Sk = S when causal_chunks).
+    auto visible_keys = [&](int64_t i0, int64_t rows) { return causal_chunks ? std::min(Sk, i0 + rows) : Sk; };
     auto run_sdpa = [&](HBuf &qv, HBuf &kv, HBuf &vv, HBuf &out, bool keys_transposed) {
-        const bool skip = f.is_causal && g.extra == 0 && ks.device == nullptr;
-        const int64_t chunk = skip ? kCausalQueryChunk : L;
+        const int64_t chunk = causal_chunks ? kCausalQueryChunk : L;
         for (int64_t i0 = 0; i0 < L; i0 += chunk) {
             const int64_t rows = std::min(chunk, L - i0);
-            const int64_t keys = skip ? std::min(S, i0 + rows) : Sk;  // >= 1 here
+            const int64_t keys = visible_keys(i0, rows);  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
             auto vc = vv.cropped(2, 0, (int)keys);
             auto sdpa = ks.sdpa_for(keys);
@@ -921,15 +922,14 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 per_head_all = chunked ? per_head_out.cropped(3, (int)n0, (int)nb) : per_head_out;
             }
             HBuf mean_all = chunked && averaged ? mean_out.cropped(2, (int)n0, (int)nb) : mean_out;
-            // Causal without appended keys, on the CPU (host weights): a chunk
-            // [i0, i1) runs on the keys [0, i1) it may see, cropped (absolute
-            // coordinates, as run_sdpa's chunks), and the rest of its weight
-            // rows, all hidden, is zeroed here instead of computed.
-            const bool skip = f.is_causal && g.extra == 0 && ks.device == nullptr && S > 0;
-            const int64_t chunk = skip ? std::min(L, kCausalWeightsQueryChunk) : query_chunk;
+            // causal_chunks (on the CPU: host weights): a chunk [i0, i1) runs
+            // on the keys [0, i1) it may see, cropped (absolute coordinates, as
+            // run_sdpa's chunks), and the rest of its weight rows, all hidden,
+            // is zeroed here instead of computed.
+            const int64_t chunk = causal_chunks ? kCausalQueryChunk : query_chunk;
             for (int64_t i0 = 0; i0 < L; i0 += chunk) {
                 const int64_t rows = std::min(chunk, L - i0);
-                const int64_t keys = skip ? std::min(Sk, i0 + rows) : Sk;
+                const int64_t keys = visible_keys(i0, rows);
                 auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
                 HBuf kc = kv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
                 // The weights of the visible keys, after zeroing the hidden rest.

@@ -147,15 +147,16 @@ inline void schedule_sdpa_query_rows(SdpaFuncs f, const ScoreVars &v, Halide::RD
 
 // The key block's keys (kc) or values (vc), staged in shared memory at each
 // scan step of the (d, i) schedules (schedule_sdpa, schedule_sdpa_tiled) by
-// threads_d x threads_j threads, loaded along d (coalesced); keys stored
-// key-fastest with rows padded to key_block + 1 where keys_transposed_shared.
+// threads_d x threads_j threads, loaded along d (coalesced); stored
+// key-fastest with rows padded to key_block + 1 where `transposed` (the keys,
+// where keys_transposed_shared).
 inline void stage_key_block(SdpaFuncs f, const ScoreVars &v, Halide::RDom rb, const SdpaParams &prm, int threads_j,
-                            Halide::Func staged) {
+                            Halide::Func staged, bool transposed) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var dO("dO"), di("di"), jo("jo"), ji("ji");
     staged.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
-    if (staged.name() == f.kc.name() && prm.keys_transposed_shared) {
+    if (transposed) {
         staged.reorder_storage(v.j, v.d, v.h, v.n).bound_storage(v.j, prm.key_block + 1);
     }
     staged.split(v.d, dO, di, prm.threads_d, guard)
@@ -214,8 +215,8 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.block_pv.update().reorder(v.d, v.i, rj.x).unroll(v.d).unroll(v.i);
     if (prm.dot_unroll > 1) f.block_pv.update().unroll(rj.x, prm.dot_unroll, guard);
 
-    stage_key_block(f, v, rb, prm, threads_i, f.kc);
-    if (prm.stage_values) stage_key_block(f, v, rb, prm, threads_i, f.vc);
+    stage_key_block(f, v, rb, prm, threads_i, f.kc, prm.keys_transposed_shared);
+    if (prm.stage_values) stage_key_block(f, v, rb, prm, threads_i, f.vc, false);
 
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, ji, jv, tj, guard)
@@ -297,7 +298,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
 
     // Per key block, all at the scan step (block level), each with its own
     // threads; every producer uses the same threads_d x query_block shape.
-    stage_key_block(f, v, rb, prm, prm.query_block, f.kc);
+    stage_key_block(f, v, rb, prm, prm.query_block, f.kc, prm.keys_transposed_shared);
     f.score.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.score.split(v.j, jo, ji, td, guard).reorder(jo, ji, v.i).gpu_threads(ji, v.i);
     f.block_max.compute_at(f.state, rb).store_in(MemoryType::GPUShared).gpu_threads(v.i);
