@@ -304,16 +304,18 @@ TEST_CASE("reference: Sequence passes of batch_chunk batches", "[reference]") {
     run_case(c, 16203);
 }
 
-// Per-head rounds around the narrow-head grouping (heads of width D go
-// ceil(64 / D) at a time, the last round possibly short), row blocks of the
-// in-place output projection (64 rows at E = 1024, more below), long keys for
-// both sdpa shape classes, every layout, masks and causal.
+// Per-head rounds around the narrow-head grouping (on the CPU heads of width
+// D go ceil(64 / D) at a time, on a GPU that rounded up to a multiple of
+// 32 / gcd(D, 32); the last round possibly short), row blocks of the in-place
+// output projection (64 rows at E = 1024, more below; 32 or more on a GPU),
+// long keys for both sdpa shape classes, every layout, masks and causal.
 TEST_CASE("reference: Scratch::PerHead head groups, row blocks and key counts", "[reference]") {
     uint32_t seed = 13000;
     const std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>> shapes{
         // D, H, L, S
         {1, 5, 17, 3},  {3, 23, 9, 40},   {7, 10, 65, 33},   {31, 3, 4, 300}, {32, 3, 70, 17},
-        {33, 4, 5, 129}, {64, 2, 130, 65}, {65, 2, 3, 257},  {128, 8, 67, 5}, {100, 3, 200, 600}};
+        {33, 4, 5, 129}, {64, 2, 130, 65}, {65, 2, 3, 257},  {128, 8, 67, 5}, {100, 3, 200, 600},
+        {16, 9, 40, 33}, {48, 5, 33, 70}, {8, 20, 7, 9}};
     for (const auto &[D, H, L, S] : shapes)
         for (Layout l : {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched}) {
             Case c;

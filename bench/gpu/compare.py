@@ -56,9 +56,11 @@ def name_of(shape, nw, causal, cross):
         "/cross" if cross else "")
 
 
-def run_ours(bench, shape, nw, causal, cross, ref, min_time, extra=()):
-    cmd = [bench, "--case", "ours", "--hmha-device=cuda", "--shape", ",".join(map(str, shape)), "--dump", ref,
-           "--min-time", str(min_time), "--min-reps", "5"]
+def run_ours(bench, shape, nw, causal, cross, ref, min_time, extra=(), check=False):
+    """Ours, dumping its inputs and output into ref, or with check, checked
+    against the output dumped there (max |diff| / max |ours| <= 1e-4)."""
+    cmd = [bench, "--case", "ours", "--hmha-device=cuda", "--shape", ",".join(map(str, shape)),
+           "--ref" if check else "--dump", ref, "--min-time", str(min_time), "--min-reps", "5"]
     cmd += ["--need-weights"] * nw + ["--causal"] * causal + ["--cross"] * cross + list(extra)
     p = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
@@ -78,14 +80,15 @@ def run_all(bench, shape, nw, causal, cross, min_time):
         got["mha"] = run_torch("mha", ref, min_time)
         if not nw:
             got["sdpa"] = run_torch("sdpa", ref, min_time)
-    if not nw:
+    if not nw and got["ours"].get("ok"):
         # need_weights=false through masked_softmax and attend
-        # (Options::gpu_attention = Unfused), beside the fused kernel.
-        os.makedirs(ref + "-unfused", exist_ok=True)
-        unfused = run_ours(bench, shape, nw, causal, cross, ref + "-unfused", min_time,
-                           ["--gpu-attention", "unfused"])
-        unfused["impl"] = "ours, unfused"
-        got["ours_unfused"] = unfused
+        # (Options::gpu_attention = Unfused), and with Scratch::PerHead (Q, K
+        # and V a group of heads at a time, the output projection in place),
+        # beside the default; each checked against the default's output.
+        for key, impl, extra in (("ours_unfused", "ours, unfused", ["--gpu-attention", "unfused"]),
+                                 ("ours_per_head", "ours, per-head scratch", ["--scratch", "per-head"])):
+            got[key] = run_ours(bench, shape, nw, causal, cross, ref, min_time, extra, check=True)
+            got[key]["impl"] = impl
     for r in got.values():
         r.update(case=name, device="cuda")
     return name, got
@@ -174,30 +177,39 @@ def main():
     def fmt(ms):
         return f"{ms:9.3f}" if ms else f"{'-':>9s}"
 
-    print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster); unfused ="
-          "\nours with Options::gpu_attention = Unfused (masked_softmax + attend), need_weights=false only")
-    print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s} {'unfused':>9s}")
+    def ok_ms(rec):
+        return rec.get("ms") if rec.get("ok") else None
+
+    print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster); need_weights=false"
+          "\nalso: unfused = ours with Options::gpu_attention = Unfused (masked_softmax + attend), per-head ="
+          "\nours with Scratch::PerHead (the memory-lean path)")
+    print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s} {'unfused':>9s}"
+          f" {'per-head':>9s}")
     for name, o, m, s, errs, got in rows:
-        u = got.get("ours_unfused", {})
-        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)} {fmt(u.get('ms') if u.get('ok') else None)}")
-    print("\nPeak device memory, MiB above the process's baseline: ours what Halide took from the driver (NVML),"
-          "\nPyTorch its caching allocator's reserved (and allocated) peak; x ess. = ours / (inputs + outputs +"
-          "\nparameters), the memory target's measure")
+        u, p = ok_ms(got.get("ours_unfused", {})), ok_ms(got.get("ours_per_head", {}))
+        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)} {fmt(u)} {fmt(p)}")
+    print("\nPeak device memory, MiB above the process's baseline: ours (and per-head) what Halide took from the"
+          "\ndriver (NVML), PyTorch its caching allocator's reserved (and allocated) peak; x ess. = ours /"
+          "\n(inputs + outputs + parameters), the memory target's measure")
     def mfmt(m):
         return f"{m:9.1f}" if m is not None else f"{'-':>9s}"
 
-    print(f"{'case':45s} {'ours':>9s} {'x ess.':>6s} {'nn.MHA':>17s} {'F.sdpa':>17s}")
+    print(f"{'case':45s} {'ours':>9s} {'x ess.':>6s} {'nn.MHA':>17s} {'F.sdpa':>17s} {'per-head':>9s} {'x ess.':>6s}")
     for name, _, _, _, _, got in rows:
-        o = got["ours"]
+        o, p = got["ours"], got.get("ours_per_head", {})
         ess = o.get("essential_bytes") if o.get("ok") else None
-        x = f"{o['gpu_peak_delta'] / ess:6.2f}" if ess and o.get("gpu_peak_delta") is not None else f"{'-':>6s}"
+
+        def x_ess(r):
+            d = r.get("gpu_peak_delta") if r.get("ok") else None
+            return f"{d / ess:6.2f}" if ess and d is not None else f"{'-':>6s}"
 
         def torch_mem(k):
             r = got.get(k, {})
             res, alloc = mib(r, "gpu_reserved_delta"), mib(r, "peak_delta")
             return f"{mfmt(res)} ({alloc:5.0f})" if res is not None and alloc is not None else f"{'-':>17s}"
 
-        print(f"{name:45s} {mfmt(mib(o, 'gpu_peak_delta'))} {x} {torch_mem('mha')} {torch_mem('sdpa')}")
+        print(f"{name:45s} {mfmt(mib(o, 'gpu_peak_delta'))} {x_ess(o)} {torch_mem('mha')} {torch_mem('sdpa')}"
+              f" {mfmt(mib(p, 'gpu_peak_delta'))} {x_ess(p)}")
     print("\nSDPA kernel alone (no mask), ms; ratio = F.sdpa / ours")
     print(f"{'shape':30s} {'defaults':>9s} {'best':>9s} {'F.sdpa':>9s} {'ratio':>6s}  best params")
     for shape, d, b, t, _ in sdpa_rows:

@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -534,14 +535,15 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
 // chunk of them, sequence_batch_chunk). Chunked, Sequence's scratch stays
 // small for any N: at (256, 128, 128, 256, 4) on 2 cores it measured 162-164
 // ms in 68 MiB, PerHead (which the whole-N bytes chose) 206-265 ms in 66 MiB.
-bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_t E) {
+// On a GPU Auto is Sequence: PerHead there is not yet timed on one.
+bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_t E, bool gpu) {
     switch (policy) {
         case Scratch::Sequence: return false;
         case Scratch::PerHead: return true;
         case Scratch::Auto: break;
     }
-    return (L >= kPerHeadMinLength && Sk > kPerHeadAboveKeys) ||
-           2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
+    return !gpu && ((L >= kPerHeadMinLength && Sk > kPerHeadAboveKeys) ||
+                    2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes);
 }
 
 // Batches per pass of the Sequence path (Options::batch_chunk), on the CPU
@@ -649,6 +651,113 @@ void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &ke
         HBuf y = out_rows.cropped(1, (int)r0, (int)rows);
         project(c.ks, c.o, x, y);
     }
+}
+
+// Heads per round of Scratch::PerHead on a GPU: enough to make the
+// projections at least 64 features wide (as on the CPU), rounded up so that
+// every round's first column is a multiple of 32 floats: a round's weights
+// and its columns of the output are device crops, which OpenCL makes
+// sub-buffers of (their origins 128-byte aligned) and whose weights CUDA's
+// linear reads as float4 (16-byte aligned).
+int64_t gpu_head_group(int64_t D, int64_t H) {
+    const int64_t a = 32 / std::gcd(D, int64_t(32));
+    const int64_t wide = (64 + D - 1) / D;
+    return std::min(H, (wide + a - 1) / a * a);
+}
+
+// Scratch::PerHead on a GPU (hmha.h): Q, K and V exist for one group of heads
+// at a time (gpu_head_group), each group's attention is written straight into
+// its columns of the output rows, and the output projection then runs in
+// place, a block of rows at a time through a device copy of the block. The
+// fused sdpa reads a group's queries from their own scratch: a GPU block may
+// still read a query while another writes its output, so unlike the CPU the
+// output cannot hold Q. `out_rows` (E, L*N) has its device allocation.
+template <typename RunSdpa>
+void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tensor &query, const Tensor &key,
+                         const Tensor &value, HBuf &out_rows, RunSdpa &&run_sdpa) {
+    const Geometry &g = c.g;
+    const KernelSet &ks = c.ks;
+    const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
+    const int64_t kdim = c.opt.kdim, vdim = c.opt.vdim;
+    const int64_t group = gpu_head_group(D, H), W = group * D;
+    // K/V rows: (S', N) or (N, S') as the Sequence path lays them out, the
+    // appended keys after each batch's real ones.
+    const int64_t kv_pos = g.kv_pos == 1 ? 1 : N, kv_batch = kv_pos == 1 ? Sk : 1;
+    // Batch-major with appended keys: the real rows of the batches are not one
+    // run, so they are projected densely and copied into place.
+    const bool per_batch = kv_pos == 1 && g.extra > 0 && N > 1;
+    // Output rows per in-place block: about 1/32 of them, a multiple of 32
+    // (each block's crop of the output starts 128-byte aligned).
+    const int64_t row_block = std::min(L * N, ((L * N + 31) / 32 + 31) / 32 * 32);
+    // The appended keys are written on the host and go up with the whole K/V
+    // scratch before the projections fill in the real rows.
+    WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});
+    // The inputs' views, made once: from the host, each goes up on its first use.
+    HBuf qx = dv.input<float>(query, {{E, 1}, {L * N, E}});
+    HBuf kx = dv.input<float>(key, {{kdim, 1}, {S * N, kdim}});
+    HBuf vx = dv.input<float>(value, {{vdim, 1}, {S * N, vdim}});
+    const float *none = nullptr;
+    HBuf qg = dv.scratch(view(none, {{W, 1}, {L * N, W}}));
+    HBuf kg = dv.scratch(view(g.extra ? ws[0] : none, {{W, 1}, {Sk * N, W}}));
+    HBuf vg = dv.scratch(view(g.extra ? ws[1] : none, {{W, 1}, {Sk * N, W}}));
+    HBuf dense = per_batch ? dv.scratch(view(none, {{W, 1}, {S * N, W}})) : HBuf();
+    HBuf out_heads = dv.alias(out_rows, view(out_rows.data(), {{D, 1}, {H, D}, {L, g.q_pos * E}, {N, g.q_batch * E}}));
+    // Columns [c0, c0 + width) of projection p for the rows of x, into y (width, rows).
+    // Features numbered from 0 again: CUDA's linear wants them so (linear.cpp).
+    auto project_group = [&](Projection &p, int64_t c0, int64_t width, HBuf &x, HBuf y) {
+        HBuf w = p.weight_buf.cropped(0, (int)c0, (int)width), b = p.bias_buf.cropped(0, (int)c0, (int)width);
+        shift_min(w, 0, -c0);
+        shift_min(b, 0, -c0);
+        check_status("linear", ks.linear(x.raw_buffer(), w.raw_buffer(), b.raw_buffer(), y.raw_buffer()));
+    };
+    for (int64_t h0 = 0; h0 < H; h0 += group) {
+        const int64_t heads = std::min(group, H - h0), width = heads * D, c0 = h0 * D;
+        project_group(c.q, c0, width, qx, qg.cropped(0, 0, (int)width));
+        const std::pair<Projection *, HBuf *> kv[] = {{&c.k, &kg}, {&c.v, &vg}};
+        for (const auto &[p, rows] : kv) {
+            HBuf &x = p == &c.k ? kx : vx;
+            const std::vector<float> &bias_kv = p == &c.k ? c.bias_k : c.bias_v;
+            if (g.extra) {
+                float *host = rows->data();
+                for (int64_t n = 0; n < N; n++) {
+                    for (int64_t s = S; s < Sk; s++) {
+                        float *row = host + (s * kv_pos + n * kv_batch) * W;
+                        const bool bias_row = c.opt.add_bias_kv && s == S;
+                        for (int64_t col = 0; col < width; col++) {
+                            row[col] = bias_row ? bias_kv[(size_t)(c0 + col)] : 0.0f;
+                        }
+                    }
+                }
+                rows->set_host_dirty();
+                check_status("copy_to_device", rows->copy_to_device(ks.device));
+            }
+            if (S == 0) continue;
+            if (!per_batch) {
+                project_group(*p, c0, width, x, rows->cropped(0, 0, (int)width).cropped(1, 0, (int)(S * N)));
+                continue;
+            }
+            project_group(*p, c0, width, x, dense.cropped(0, 0, (int)width));
+            HBuf from = dv.alias(dense, view(none, {{width, 1}, {S, W}, {N, S * W}}));
+            HBuf to = dv.alias(*rows, view(rows->data(), {{width, 1}, {S, W}, {N, Sk * W}}));
+            check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
+        }
+        HBuf qv = dv.alias(qg, view(none, {{D, 1}, {heads, D}, {L, g.q_pos * W}, {N, g.q_batch * W}}));
+        HBuf kv_heads = dv.alias(kg, view(kg.data(), {{D, 1}, {heads, D}, {Sk, kv_pos * W}, {N, kv_batch * W}}));
+        HBuf vv_heads = dv.alias(vg, view(vg.data(), {{D, 1}, {heads, D}, {Sk, kv_pos * W}, {N, kv_batch * W}}));
+        for (HBuf *b : {&qv, &kv_heads, &vv_heads}) shift_min(*b, 1, h0);
+        HBuf ov = out_heads.cropped(1, (int)h0, (int)heads);
+        run_sdpa(qv, kv_heads, vv_heads, ov, false);
+    }
+    HBuf block = dv.scratch(view(none, {{E, 1}, {row_block, E}}));
+    for (int64_t r0 = 0; r0 < L * N; r0 += row_block) {
+        const int64_t rows = std::min(row_block, L * N - r0);
+        HBuf x = block.cropped(1, 0, (int)rows);
+        shift_min(x, 1, r0);
+        check_status("copy", halide_buffer_copy(nullptr, out_rows.raw_buffer(), ks.device, x.raw_buffer()));
+        HBuf y = out_rows.cropped(1, (int)r0, (int)rows);
+        project(ks, c.o, x, y);
+    }
+    out_rows.set_device_dirty();
 }
 
 }  // namespace
@@ -780,11 +889,26 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // projections, attention and output projection run before the next
     // chunk's, so that its scratch stays in cache.
     const int64_t NB = sequence_batch_chunk(o, g, ks.device == nullptr);
-    if (!f.need_weights && ks.sdpa_kt && Sk > 0 && use_per_head(o.scratch, L, Sk, NB, E)) {
-        HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
-        attend_per_head(PerHeadCall{ks, *m.workspaces, m.q, m.k, m.v, m.o, m.bias_k, m.bias_v, g, o}, query, key,
-                        value, out_rows, run_sdpa);
-        return result;
+    // need_weights=false runs the fused sdpa, except on a GPU for heads wider
+    // than its shared memory holds or when Options::gpu_attention asks for the
+    // unfused path, which then keeps its per-head weights in chunk scratch, as
+    // when averaging.
+    const bool fused = !f.need_weights && !(ks.device && (D > kGpuFusedMaxHeadDim ||
+                                                          o.gpu_attention == GpuAttention::Unfused));
+    if (fused && Sk > 0 && use_per_head(o.scratch, L, Sk, NB, E, ks.device != nullptr)) {
+        const PerHeadCall call{ks, *m.workspaces, m.q, m.k, m.v, m.o, m.bias_k, m.bias_v, g, o};
+        if (ks.device) {
+            HBuf out_rows = device_out ? output_view(result.attn_output, {{E, 1}, {L * N, E}})
+                                       : dv.scratch(view(result.attn_output.f32(), {{E, 1}, {L * N, E}}));
+            attend_per_head_gpu(call, dv, query, key, value, out_rows, run_sdpa);
+            finish_output(out_rows);
+            return result;
+        }
+        if (ks.sdpa_kt) {
+            HBuf out_rows = view(result.attn_output.f32(), {{E, 1}, {L * N, E}});
+            attend_per_head(call, query, key, value, out_rows, run_sdpa);
+            return result;
+        }
     }
 
     // Projections. q and the attention output keep the caller's row order; keys
@@ -795,12 +919,6 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     // Every element is written by a kernel, except the appended key/value rows,
     // which are filled below.
     const bool averaged = f.need_weights && f.average_attn_weights;
-    // need_weights=false runs the fused sdpa, except on a GPU for heads wider
-    // than its shared memory holds or when Options::gpu_attention asks for the
-    // unfused path, which then keeps its per-head weights in chunk scratch, as
-    // when averaging.
-    const bool fused = !f.need_weights && !(ks.device && (D > kGpuFusedMaxHeadDim ||
-                                                          o.gpu_attention == GpuAttention::Unfused));
     // Averaging on the CPU, softmax_attend_mean writes the mean alone: no
     // per-head weights, no scratch for them.
     const bool mean_fused = averaged && ks.softmax_attend_mean != nullptr;

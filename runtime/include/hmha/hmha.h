@@ -105,11 +105,13 @@ private:
     friend class MultiheadAttention;
 };
 
-// How forward() holds its scratch when need_weights=false on the CPU (a GPU,
-// and need_weights=true, always use Sequence).
+// How forward() holds its scratch when need_weights=false (need_weights=true
+// always uses Sequence; so does a GPU for heads wider than its fused sdpa takes,
+// or with GpuAttention::Unfused).
 enum class Scratch {
-    // PerHead when each head's attention has at least kPerHeadMinLength queries
-    // and more than kPerHeadAboveKeys keys, or when Sequence's scratch (of one
+    // On a GPU: Sequence (PerHead is not yet timed on one). On the CPU:
+    // PerHead when each head's attention has at least kPerHeadMinLength
+    // queries and more than kPerHeadAboveKeys keys, or when Sequence's scratch (of one
     // pass of batch_chunk batches) would exceed kPerHeadAboveBytes; Sequence
     // otherwise. Measured on 2 cores (2026-11-26): Sequence, whose attention
     // takes whole rows of up to 1024 keys, 4-6% faster at (1, 512, 512, 512, 8),
@@ -122,12 +124,18 @@ enum class Scratch {
     // Options::batch_chunk batches at a time). Fewest kernel calls,
     // fastest for many short sequences.
     Sequence,
-    // Q, and then the attention output, live in the output tensor itself; K and
-    // V are projected one head (or a few narrow heads) at a time, and the output
+    // On the CPU, Q and then the attention output live in the output tensor; K
+    // and V are projected one head (or a few narrow heads) at a time, and the output
     // projection runs in place a block of rows at a time. Scratch is about
     // 2 * S' * max(head_dim, 64) floats (K^T rounded up to whole key blocks)
     // plus 128 KiB: peak memory stays near inputs + outputs + weights however
     // long the sequences are (1.16x at L = S = 8192, E = 512).
+    // On a GPU, Q, K and V are projected for a group of heads at a time (at
+    // least 64 features, a multiple of 32 wide), each group's attention goes
+    // into its columns of the output, and the output projection runs in place
+    // through a copy of 1/32 of the rows: scratch is (L + 2 * S') * N * width
+    // floats plus that block, i.e. 3/16 of the output at L = S', E = 512,
+    // 8 heads, against Sequence's 2 * (L + S') * N * E.
     PerHead,
 };
 constexpr int64_t kPerHeadMinLength = 512;
