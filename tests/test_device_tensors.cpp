@@ -8,6 +8,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "HalideBuffer.h"
@@ -45,8 +46,8 @@ uint64_t native_handle_of(hmha::Device d, halide_buffer_t *b) {
 // A device copy of a host tensor, kept alive by `keep`.
 hmha::Tensor upload(const hmha::Tensor &host, std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> &keep) {
     const hmha::Device d = test_device();
-    auto b = std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(host.bytes()),
-                                                                (int)host.nbytes());
+    auto b =
+        std::make_shared<Halide::Runtime::Buffer<uint8_t>>(const_cast<uint8_t *>(host.bytes()), (int)host.nbytes());
     b->set_host_dirty();
     REQUIRE(b->copy_to_device(interface_of(d)) == 0);
     keep.push_back(b);
@@ -83,7 +84,8 @@ void require_equal(const hmha::Tensor &a, const hmha::Tensor &b) {
 
 struct Module {
     hmha::MultiheadAttention mha;
-    static Module make(int64_t E, int64_t H, bool add_bias_kv, std::mt19937 &rng) {
+    static Module make(int64_t E, int64_t H, bool add_bias_kv, std::mt19937 &rng,
+                       hmha::Scratch scratch = hmha::Scratch::Auto) {
         std::map<std::string, hmha::Tensor> sd{{"in_proj_weight", random_tensor({3 * E, E}, rng, 0.3f)},
                                                {"in_proj_bias", random_tensor({3 * E}, rng, 0.1f)},
                                                {"out_proj.weight", random_tensor({E, E}, rng, 0.3f)},
@@ -94,6 +96,7 @@ struct Module {
         o.batch_first = true;
         o.add_bias_kv = add_bias_kv;
         o.device = test_device();
+        o.scratch = scratch;
         if (add_bias_kv) {
             sd["bias_k"] = random_tensor({1, 1, E}, rng);
             sd["bias_v"] = random_tensor({1, 1, E}, rng);
@@ -104,45 +107,51 @@ struct Module {
 
 }  // namespace
 
+// Scratch::PerHead too: on a GPU its attention goes into column crops of the
+// output tensor, here the caller's device memory (two rounds of one 64-wide head).
 TEST_CASE("device tensors: inputs on the device give the host path's outputs on the device", "[device]") {
     REQUIRE(test_device() != hmha::Device::CPU);
     std::mt19937 rng(7);
-    const int64_t N = 2, L = 5, S = 7, E = 12, H = 3;
-    for (bool need_weights : {false, true}) {
-        for (bool average : {true, false}) {
-            for (bool bias_kv : {false, true}) {
-                INFO("need_weights=" << need_weights << " average=" << average << " add_bias_kv=" << bias_kv);
-                Module m = Module::make(E, H, bias_kv, rng);
-                hmha::Tensor q = random_tensor({N, L, E}, rng), k = random_tensor({N, S, E}, rng),
-                             v = random_tensor({N, S, E}, rng), am = random_tensor({L, S}, rng);
-                hmha::Tensor kpm = hmha::Tensor::from_bools({N, S}, {0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1});
-                hmha::ForwardOptions host_f;
-                host_f.need_weights = need_weights;
-                host_f.average_attn_weights = average;
-                host_f.attn_mask = am;
-                host_f.key_padding_mask = kpm;
-                const hmha::ForwardResult want = m.mha.forward(q, k, v, host_f);
+    const int64_t N = 2, L = 5, S = 7;
+    for (const auto &[E, H, scratch] : {std::tuple{int64_t(12), int64_t(3), hmha::Scratch::Auto},
+                                        std::tuple{int64_t(128), int64_t(2), hmha::Scratch::PerHead}})
+        for (bool need_weights : {false, true}) {
+            for (bool average : {true, false}) {
+                for (bool bias_kv : {false, true}) {
+                    INFO("need_weights=" << need_weights << " average=" << average << " add_bias_kv=" << bias_kv
+                                         << " scratch=" << hmha::to_string(scratch));
+                    Module m = Module::make(E, H, bias_kv, rng, scratch);
+                    hmha::Tensor q = random_tensor({N, L, E}, rng), k = random_tensor({N, S, E}, rng),
+                                 v = random_tensor({N, S, E}, rng), am = random_tensor({L, S}, rng);
+                    hmha::Tensor kpm = hmha::Tensor::from_bools({N, S}, {0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1});
+                    hmha::ForwardOptions host_f;
+                    host_f.need_weights = need_weights;
+                    host_f.average_attn_weights = average;
+                    host_f.attn_mask = am;
+                    host_f.key_padding_mask = kpm;
+                    const hmha::ForwardResult want = m.mha.forward(q, k, v, host_f);
 
-                std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
-                hmha::ForwardOptions dev_f = host_f;
-                dev_f.attn_mask = upload(am, keep);
-                dev_f.key_padding_mask = upload(kpm, keep);
-                const hmha::ForwardResult got = m.mha.forward(upload(q, keep), upload(k, keep), upload(v, keep), dev_f);
-                REQUIRE(got.attn_output.device() == test_device());
-                REQUIRE(got.attn_output.f32() == nullptr);
-                REQUIRE(got.attn_output.native_handle() != 0);
-                // What an app does with a device output: wait, then read it in place.
-                hmha::synchronize(test_device());
-                require_equal(read_in_place(got.attn_output), want.attn_output);
-                require_equal(got.attn_output.to_host(), want.attn_output);
-                REQUIRE(got.attn_output_weights.has_value() == need_weights);
-                if (need_weights) {
-                    REQUIRE(got.attn_output_weights->device() == test_device());
-                    require_equal(got.attn_output_weights->to_host(), *want.attn_output_weights);
+                    std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
+                    hmha::ForwardOptions dev_f = host_f;
+                    dev_f.attn_mask = upload(am, keep);
+                    dev_f.key_padding_mask = upload(kpm, keep);
+                    const hmha::ForwardResult got =
+                        m.mha.forward(upload(q, keep), upload(k, keep), upload(v, keep), dev_f);
+                    REQUIRE(got.attn_output.device() == test_device());
+                    REQUIRE(got.attn_output.f32() == nullptr);
+                    REQUIRE(got.attn_output.native_handle() != 0);
+                    // What an app does with a device output: wait, then read it in place.
+                    hmha::synchronize(test_device());
+                    require_equal(read_in_place(got.attn_output), want.attn_output);
+                    require_equal(got.attn_output.to_host(), want.attn_output);
+                    REQUIRE(got.attn_output_weights.has_value() == need_weights);
+                    if (need_weights) {
+                        REQUIRE(got.attn_output_weights->device() == test_device());
+                        require_equal(got.attn_output_weights->to_host(), *want.attn_output_weights);
+                    }
                 }
             }
         }
-    }
 }
 
 TEST_CASE("device tensors: a host query with device keys and values returns host outputs", "[device]") {
