@@ -339,6 +339,22 @@ TEST_CASE("reference: Scratch::PerHead head groups, row blocks and key counts", 
             c.pad = PadKind::None;
             run_case(c, seed++);
         }
+    // No keys but the appended ones (S = 0: add_bias_kv and/or add_zero_attn).
+    for (Layout l : {Layout::SeqFirst, Layout::BatchFirst, Layout::Unbatched}) {
+        Case c;
+        c.H = 3;
+        c.E = 3 * 32;
+        c.L = 5;
+        c.S = 0;
+        c.N = l == Layout::Unbatched ? 1 : 2;
+        c.layout = l;
+        c.weights = Weights::None;
+        c.scratch = hmha::Scratch::PerHead;
+        c.add_bias_kv = l != Layout::Unbatched;
+        c.add_zero_attn = l != Layout::BatchFirst;
+        c.causal = l == Layout::SeqFirst;
+        run_case(c, seed++);
+    }
 }
 
 TEST_CASE("reference: head_dim 1..128 with 1..8 heads unmasked and masked", "[reference]") {

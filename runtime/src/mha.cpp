@@ -692,10 +692,11 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // The appended keys are written on the host and go up with the whole K/V
     // scratch before the projections fill in the real rows.
     WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});
-    // The inputs' views, made once: from the host, each goes up on its first use.
+    // The inputs' views, made once: from the host, each goes up on its first
+    // use. No keys but appended ones (S = 0): no key or value views.
     HBuf qx = dv.input<float>(query, {{E, 1}, {L * N, E}});
-    HBuf kx = dv.input<float>(key, {{kdim, 1}, {S * N, kdim}});
-    HBuf vx = dv.input<float>(value, {{vdim, 1}, {S * N, vdim}});
+    HBuf kx = S > 0 ? dv.input<float>(key, {{kdim, 1}, {S * N, kdim}}) : HBuf();
+    HBuf vx = S > 0 ? dv.input<float>(value, {{vdim, 1}, {S * N, vdim}}) : HBuf();
     const float *none = nullptr;
     HBuf qg = dv.scratch(view(none, {{W, 1}, {L * N, W}}));
     HBuf kg = dv.scratch(view(g.extra ? ws[0] : none, {{W, 1}, {Sk * N, W}}));
