@@ -18,6 +18,8 @@
 #                      peak device memory, the SDPA kernel alone and the
 #                      kernels against Anderson2021; the tables end the output
 #   profile-*.txt      (HMHA_GPU_PROFILE=1) Nsight Compute, see the end
+#   timeline-*.txt     (HMHA_GPU_TIMELINE=1) Nsight Systems' API and kernel
+#                      summaries of the forward at (4, 512, 512, 512, 8)
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
 # HMHA_GPU_RUN=final the sweep only (the tuned build's tests and table).
@@ -104,6 +106,19 @@ if [ "$profile" != 0 ] && command -v ncu > /dev/null; then
             --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
             "$bundle/hmha_bench" --case ours --hmha-device=cuda --shape 1,4096,4096,512,8 $nw \
             --min-time 0 --min-reps 1 > "$out/$name" 2>&1
+        echo "$name: exit code $?"
+    done
+fi
+# HMHA_GPU_TIMELINE=1: Nsight Systems on 50 forwards at (4, 512, 512, 512, 8),
+# where ours took 0.84 ms against 0.61 ms of kernels (h100-2026-11-27.md): the
+# CUDA API calls (launches, copies, allocations, synchronizations) and the
+# kernels, summed, with the default and with Scratch::PerHead.
+if [ "${HMHA_GPU_TIMELINE:-0}" != 0 ] && command -v nsys > /dev/null; then
+    for scratch in sequence per-head; do
+        name=timeline-4x512x512x512x8-$scratch.txt
+        timeout 120 nsys profile --trace=cuda --stats=true --force-overwrite=true -o /tmp/hmha-timeline \
+            "$bundle/hmha_bench" --case ours --hmha-device=cuda --shape 4,512,512,512,8 --scratch $scratch \
+            --min-time 0 --min-reps 50 > "$out/$name" 2>&1
         echo "$name: exit code $?"
     done
 fi
