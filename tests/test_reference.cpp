@@ -48,6 +48,7 @@ struct Case {
     bool causal = false;
     Weights weights = Weights::Averaged;
     bool self_attention = false;         // query, key and value are one tensor (aliasing)
+    bool shared_kv = false;              // key and value are one tensor (kdim = vdim)
     bool unbatched_batch_first = false;  // Options.batch_first with unbatched inputs (must be ignored)
     double hide_p = 0.25;                // chance that a mask element hides its key
     hmha::Scratch scratch = hmha::Scratch::Auto;
@@ -60,7 +61,7 @@ struct Case {
           << " bias=" << bias << " add_bias_kv=" << add_bias_kv << " add_zero_attn=" << add_zero_attn
           << " layout=" << name(layout) << " attn_mask=" << name(mask) << " key_padding_mask=" << name(pad)
           << " is_causal=" << causal << " need_weights=" << name(weights) << " self_attention=" << self_attention
-          << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p
+          << " shared_kv=" << shared_kv << " unbatched_batch_first=" << unbatched_batch_first << " hide_p=" << hide_p
           << " scratch=" << hmha::to_string(scratch) << " batch_chunk=" << batch_chunk
           << " gpu_attention=" << hmha::to_string(gpu_attention);
         return s.str();
@@ -124,7 +125,7 @@ void run_case(const Case &c, uint32_t seed) {
 
     hmha::Tensor q = random_tensor(seq_shape(c, c.L, c.E), rng);
     hmha::Tensor k = c.self_attention ? q : random_tensor(seq_shape(c, c.S, kdim), rng);
-    hmha::Tensor v = c.self_attention ? q : random_tensor(seq_shape(c, c.S, vdim), rng);
+    hmha::Tensor v = c.self_attention ? q : c.shared_kv ? k : random_tensor(seq_shape(c, c.S, vdim), rng);
 
     hmha::ForwardOptions fo;
     const bool unbatched = c.layout == Layout::Unbatched;
@@ -335,6 +336,7 @@ TEST_CASE("reference: Scratch::PerHead head groups, row blocks and key counts", 
             c.hide_p = 0.1;
             run_case(c, seed++);
             c.self_attention = L == S;
+            c.shared_kv = L != S;  // cross-attention with key = value (one upload on a GPU)
             c.mask = MaskKind::None;
             c.pad = PadKind::None;
             run_case(c, seed++);

@@ -669,9 +669,10 @@ int64_t gpu_head_group(int64_t D, int64_t H) {
 // at a time (gpu_head_group), each group's attention is written straight into
 // its columns of the output rows, and the output projection then runs in
 // place, a block of rows at a time through a device copy of the block. The
-// fused sdpa reads a group's queries from their own scratch: a GPU block may
-// still read a query while another writes its output, so unlike the CPU the
-// output cannot hold Q. `out_rows` (E, L*N) has its device allocation.
+// fused sdpa reads a group's queries from their own scratch: unlike on the CPU
+// the output cannot hold Q, since a GPU thread may still read a query that
+// another thread of its block has already overwritten with output.
+// `out_rows` (E, L*N) has its device allocation.
 template <typename RunSdpa>
 void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tensor &query, const Tensor &key,
                          const Tensor &value, HBuf &out_rows, RunSdpa &&run_sdpa) {
@@ -693,10 +694,18 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // scratch before the projections fill in the real rows.
     WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});
     // The inputs' views, made once: from the host, each goes up on its first
-    // use. No keys but appended ones (S = 0): no key or value views.
+    // use, once for a host tensor passed as several of them (self-attention,
+    // or key = value). No keys but appended ones (S = 0): no key or value views.
+    auto same_host = [](const Tensor &a, const Tensor &b) {
+        return a.device() == Device::CPU && b.device() == Device::CPU && a.f32() == b.f32() && a.shape() == b.shape();
+    };
     HBuf qx = dv.input<float>(query, {{E, 1}, {L * N, E}});
-    HBuf kx = S > 0 ? dv.input<float>(key, {{kdim, 1}, {S * N, kdim}}) : HBuf();
-    HBuf vx = S > 0 ? dv.input<float>(value, {{vdim, 1}, {S * N, vdim}}) : HBuf();
+    HBuf kx_own = S > 0 && !same_host(key, query) ? dv.input<float>(key, {{kdim, 1}, {S * N, kdim}}) : HBuf();
+    HBuf &kx = same_host(key, query) ? qx : kx_own;
+    HBuf vx_own = S > 0 && !same_host(value, query) && !same_host(value, key)
+                      ? dv.input<float>(value, {{vdim, 1}, {S * N, vdim}})
+                      : HBuf();
+    HBuf &vx = same_host(value, query) ? qx : same_host(value, key) ? kx : vx_own;
     const float *none = nullptr;
     HBuf qg = dv.scratch(view(none, {{W, 1}, {L * N, W}}));
     HBuf kg = dv.scratch(view(g.extra ? ws[0] : none, {{W, 1}, {Sk * N, W}}));
