@@ -125,7 +125,10 @@ void run_case(const Case &c, uint32_t seed) {
 
     hmha::Tensor q = random_tensor(seq_shape(c, c.L, c.E), rng);
     hmha::Tensor k = c.self_attention ? q : random_tensor(seq_shape(c, c.S, kdim), rng);
-    hmha::Tensor v = c.self_attention ? q : c.shared_kv ? k : random_tensor(seq_shape(c, c.S, vdim), rng);
+    // shared_kv where the case's kdim and vdim (possibly set after it was drawn) allow it.
+    hmha::Tensor v = c.self_attention               ? q
+                     : c.shared_kv && kdim == vdim ? k
+                                                   : random_tensor(seq_shape(c, c.S, vdim), rng);
 
     hmha::ForwardOptions fo;
     const bool unbatched = c.layout == Layout::Unbatched;
@@ -173,7 +176,8 @@ bool coin(std::mt19937 &rng, double p = 0.5) {
 
 // A random small configuration: L, S in {1, 3, 17, 65}, N in {1, 2, 3}, odd
 // head dims including 1 and 128, 1..8 heads. E is capped at 256 so that the
-// naive reference stays fast; larger E has its own test.
+// naive reference stays fast; larger E has its own test. Key and value are
+// sometimes one tensor (shared_kv), as in cross-attention over one memory.
 Case random_case(std::mt19937 &rng) {
     Case c;
     const int64_t D = pick<int64_t>(rng, {1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 32, 64, 128});
@@ -199,6 +203,7 @@ Case random_case(std::mt19937 &rng) {
     c.hide_p = pick<double>(rng, {0.1, 0.25, 0.5});
     c.self_attention = c.kdim == 0 && c.vdim == 0 && c.L == c.S && coin(rng, 0.3);
     c.unbatched_batch_first = c.layout == Layout::Unbatched && coin(rng);
+    c.shared_kv = !c.self_attention && c.kdim == c.vdim && coin(rng, 0.2);
     return c;
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -530,6 +531,34 @@ Geometry validate_inputs(const Options &o, const Tensor &query, const Tensor &ke
     return g;
 }
 
+// The query, key and value rows, (E, L*N), (kdim, S*N) and (vdim, S*N), as
+// kernel inputs (DeviceViews::input). A host tensor passed as several of them
+// (self-attention, or key = value) is one view, so that on a GPU it goes up
+// once. No key or value views when S = 0.
+class InputRows {
+public:
+    InputRows(const DeviceViews &dv, const Geometry &g, const Options &o, const Tensor &query, const Tensor &key,
+              const Tensor &value)
+        : k_is_q_(same_host(key, query)), v_is_(same_host(value, query) ? 0 : same_host(value, key) ? 1 : 2) {
+        q_ = dv.input<float>(query, {{g.E, 1}, {g.L * g.N, g.E}});
+        if (g.S > 0 && !k_is_q_) k_ = dv.input<float>(key, {{o.kdim, 1}, {g.S * g.N, o.kdim}});
+        if (g.S > 0 && v_is_ == 2) v_ = dv.input<float>(value, {{o.vdim, 1}, {g.S * g.N, o.vdim}});
+    }
+    InputRows(const InputRows &) = delete;
+    InputRows &operator=(const InputRows &) = delete;
+    HBuf &q() { return q_; }
+    HBuf &k() { return k_is_q_ ? q_ : k_; }
+    HBuf &v() { return v_is_ == 0 ? q_ : v_is_ == 1 ? k() : v_; }
+
+private:
+    static bool same_host(const Tensor &a, const Tensor &b) {
+        return a.device() == Device::CPU && b.device() == Device::CPU && a.f32() == b.f32() && a.shape() == b.shape();
+    }
+    const bool k_is_q_;
+    const int v_is_;  // 0: the query's view, 1: the key's, 2: its own
+    HBuf q_, k_, v_;
+};
+
 // Scratch::Auto's choice (hmha.h) for L queries and S' keys, where Sequence
 // would take 2 * (L + S') * batches * E floats (batches per pass: N, or a
 // chunk of them, sequence_batch_chunk). Chunked, Sequence's scratch stays
@@ -679,7 +708,6 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     const Geometry &g = c.g;
     const KernelSet &ks = c.ks;
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
-    const int64_t kdim = c.opt.kdim, vdim = c.opt.vdim;
     const int64_t group = gpu_head_group(D, H), W = group * D;
     // K/V rows: (S', N) or (N, S') as the Sequence path lays them out, the
     // appended keys after each batch's real ones.
@@ -693,19 +721,8 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // The appended keys are written on the host and go up with the whole K/V
     // scratch before the projections fill in the real rows.
     WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});
-    // The inputs' views, made once: from the host, each goes up on its first
-    // use, once for a host tensor passed as several of them (self-attention,
-    // or key = value). No keys but appended ones (S = 0): no key or value views.
-    auto same_host = [](const Tensor &a, const Tensor &b) {
-        return a.device() == Device::CPU && b.device() == Device::CPU && a.f32() == b.f32() && a.shape() == b.shape();
-    };
-    HBuf qx = dv.input<float>(query, {{E, 1}, {L * N, E}});
-    HBuf kx_own = S > 0 && !same_host(key, query) ? dv.input<float>(key, {{kdim, 1}, {S * N, kdim}}) : HBuf();
-    HBuf &kx = same_host(key, query) ? qx : kx_own;
-    HBuf vx_own = S > 0 && !same_host(value, query) && !same_host(value, key)
-                      ? dv.input<float>(value, {{vdim, 1}, {S * N, vdim}})
-                      : HBuf();
-    HBuf &vx = same_host(value, query) ? qx : same_host(value, key) ? kx : vx_own;
+    // The inputs' views, made once: from the host, each goes up on its first use.
+    InputRows in(dv, g, c.opt, query, key, value);
     const float *none = nullptr;
     HBuf qg = dv.scratch(view(none, {{W, 1}, {L * N, W}}));
     HBuf kg = dv.scratch(view(g.extra ? ws[0] : none, {{W, 1}, {Sk * N, W}}));
@@ -722,10 +739,10 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     };
     for (int64_t h0 = 0; h0 < H; h0 += group) {
         const int64_t heads = std::min(group, H - h0), width = heads * D, c0 = h0 * D;
-        project_group(c.q, c0, width, qx, qg.cropped(0, 0, (int)width));
+        project_group(c.q, c0, width, in.q(), qg.cropped(0, 0, (int)width));
         const std::pair<Projection *, HBuf *> kv[] = {{&c.k, &kg}, {&c.v, &vg}};
         for (const auto &[p, rows] : kv) {
-            HBuf &x = p == &c.k ? kx : vx;
+            HBuf &x = p == &c.k ? in.k() : in.v();
             const std::vector<float> &bias_kv = p == &c.k ? c.bias_k : c.bias_v;
             if (g.extra) {
                 float *host = rows->data();
@@ -997,15 +1014,17 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 check_status("copy_to_device", rows->copy_to_device(ks.device));
             }
         }
+        // Unchunked: views of the whole inputs (one pass); chunked (CPU), this pass's rows.
+        std::optional<InputRows> whole;
+        if (!chunked) whole.emplace(dv, g, o, query, key, value);
         {
-            HBuf x = chunked ? pass_rows(query.f32(), L, E, n0, nb) : dv.input<float>(query, {{E, 1}, {L * N, E}});
-            project(ks, m.q, x, q_rows);
+            HBuf x = chunked ? pass_rows(query.f32(), L, E, n0, nb) : HBuf();
+            project(ks, m.q, chunked ? x : whole->q(), q_rows);
         }
         if (S > 0) {
-            HBuf kx = chunked ? pass_rows(key.f32(), S, o.kdim, n0, nb)
-                              : dv.input<float>(key, {{o.kdim, 1}, {S * N, o.kdim}});
-            HBuf vx = chunked ? pass_rows(value.f32(), S, o.vdim, n0, nb)
-                              : dv.input<float>(value, {{o.vdim, 1}, {S * N, o.vdim}});
+            HBuf kx_pass = chunked ? pass_rows(key.f32(), S, o.kdim, n0, nb) : HBuf();
+            HBuf vx_pass = chunked ? pass_rows(value.f32(), S, o.vdim, n0, nb) : HBuf();
+            HBuf &kx = chunked ? kx_pass : whole->k(), &vx = chunked ? vx_pass : whole->v();
             if (!per_batch) {
                 HBuf ky = k_rows.cropped(1, 0, (int)(S * nb)), vy = v_rows.cropped(1, 0, (int)(S * nb));
                 project(ks, m.k, kx, ky);
