@@ -312,8 +312,8 @@ TEST_CASE("reference: Sequence passes of batch_chunk batches", "[reference]") {
 
 // Per-head rounds around the narrow-head grouping (on the CPU heads of width
 // D go ceil(64 / D) at a time, on a GPU that rounded up to a multiple of
-// 32 / gcd(D, 32); the last round possibly short), row blocks of the in-place
-// output projection (64 rows at E = 1024, more below; 32 or more on a GPU),
+// 64 / gcd(D, 64); the last round possibly short), row blocks of the in-place
+// output projection (64 rows at E = 1024, more below; 64 or more on a GPU),
 // long keys for both sdpa shape classes, every layout, masks and causal.
 TEST_CASE("reference: Scratch::PerHead head groups, row blocks and key counts", "[reference]") {
     uint32_t seed = 13000;

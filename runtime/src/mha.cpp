@@ -682,14 +682,19 @@ void attend_per_head(const PerHeadCall &c, const Tensor &query, const Tensor &ke
     }
 }
 
+// Device crops (Buffer::cropped) that Scratch::PerHead makes on a GPU start at
+// a multiple of this many floats: OpenCL makes sub-buffers of them, whose
+// origins must be multiples of CL_DEVICE_MEM_BASE_ADDR_ALIGN (128 bytes on
+// NVIDIA and on PoCL, up to 256 on other GPUs), and CUDA's linear reads a
+// crop of the weights as float4 (16-byte aligned).
+constexpr int64_t kDeviceCropAlignFloats = 64;
+
 // Heads per round of Scratch::PerHead on a GPU: enough to make the
 // projections at least 64 features wide (as on the CPU), rounded up so that
-// every round's first column is a multiple of 32 floats: a round's weights
-// and its columns of the output are device crops, which OpenCL makes
-// sub-buffers of (their origins 128-byte aligned) and whose weights CUDA's
-// linear reads as float4 (16-byte aligned).
+// every round's first column (of the weights and of the output) starts a
+// device crop: a multiple of kDeviceCropAlignFloats.
 int64_t gpu_head_group(int64_t D, int64_t H) {
-    const int64_t a = 32 / std::gcd(D, int64_t(32));
+    const int64_t a = kDeviceCropAlignFloats / std::gcd(D, kDeviceCropAlignFloats);
     const int64_t wide = (64 + D - 1) / D;
     return std::min(H, (wide + a - 1) / a * a);
 }
@@ -715,9 +720,10 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // Batch-major with appended keys: the real rows of the batches are not one
     // run, so they are projected densely and copied into place.
     const bool per_batch = kv_pos == 1 && g.extra > 0 && N > 1;
-    // Output rows per in-place block: about 1/32 of them, a multiple of 32
-    // (each block's crop of the output starts 128-byte aligned).
-    const int64_t row_block = std::min(L * N, ((L * N + 31) / 32 + 31) / 32 * 32);
+    // Output rows per in-place block: about 1/32 of them, a multiple of
+    // kDeviceCropAlignFloats (each block's crop of the output starts aligned).
+    const int64_t align = kDeviceCropAlignFloats;
+    const int64_t row_block = std::min(L * N, ((L * N + 31) / 32 + align - 1) / align * align);
     // The appended keys are written on the host and go up with the whole K/V
     // scratch before the projections fill in the real rows.
     WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});

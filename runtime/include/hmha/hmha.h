@@ -131,7 +131,7 @@ enum class Scratch {
     // plus 128 KiB: peak memory stays near inputs + outputs + weights however
     // long the sequences are (1.16x at L = S = 8192, E = 512).
     // On a GPU, Q, K and V are projected for a group of heads at a time (at
-    // least 64 features, a multiple of 32 wide), each group's attention goes
+    // least 64 features; short of all heads, a multiple of 64), each group's attention goes
     // into its columns of the output, and the output projection runs in place
     // through a copy of 1/32 of the rows: scratch is (L + 2 * S') * N * width
     // floats plus that block, i.e. 3/16 of the output at L = S', E = 512,
