@@ -124,18 +124,19 @@ enum class Scratch {
     // Options::batch_chunk batches at a time). Fewest kernel calls,
     // fastest for many short sequences.
     Sequence,
-    // On the CPU, Q and then the attention output live in the output tensor; K
-    // and V are projected one head (or a few narrow heads) at a time, and the output
-    // projection runs in place a block of rows at a time. Scratch is about
-    // 2 * S' * max(head_dim, 64) floats (K^T rounded up to whole key blocks)
-    // plus 128 KiB: peak memory stays near inputs + outputs + weights however
-    // long the sequences are (1.16x at L = S = 8192, E = 512).
+    // On the CPU, Q and then the attention output live in the output tensor;
+    // K and V are projected one head (or a few narrow heads) at a time, and the
+    // output projection runs in place a block of rows at a time. Scratch is
+    // about 2 * S' * max(head_dim, 64) floats (K^T rounded up to whole key
+    // blocks) plus 128 KiB: peak memory stays near inputs + outputs + weights
+    // however long the sequences are (1.16x at L = S = 8192, E = 512).
     // On a GPU, Q, K and V are projected for a group of heads at a time (at
-    // least 64 features; short of all heads, a multiple of 64), each group's attention goes
-    // into its columns of the output, and the output projection runs in place
-    // through a copy of 1/32 of the rows: scratch is (L + 2 * S') * N * width
-    // floats plus that block, i.e. 3/16 of the output at L = S', E = 512,
-    // 8 heads, against Sequence's 2 * (L + S') * N * E.
+    // least 64 features; short of all heads, a multiple of 64), each group's
+    // attention goes into its columns of the output, and the output
+    // projection runs in place through a copy of 1/32 of the rows: scratch is
+    // (L + 2 * S') * N * width floats plus that block, i.e. 3/8 of the output
+    // at L = S', E = 512, 8 heads, against Sequence's 2 * (L + S') * N * E
+    // (4x the output). Not yet timed on a GPU.
     PerHead,
 };
 constexpr int64_t kPerHeadMinLength = 512;
