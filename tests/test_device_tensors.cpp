@@ -4,6 +4,8 @@
 // with Halide's runtime, as an app would with cudaMalloc or clCreateBuffer.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
@@ -16,6 +18,11 @@
 #include "HalideRuntimeOpenCL.h"
 #include "device.h"
 #include "hmha/hmha.h"
+
+namespace hmha::detail {
+// runtime/src/mha.cpp: device scratch bytes of this thread's last forward().
+int64_t last_forward_device_scratch_bytes();
+}  // namespace hmha::detail
 
 namespace {
 
@@ -202,4 +209,43 @@ TEST_CASE("device tensors: Tensor::to_device makes an owning device copy", "[dev
     const hmha::Tensor empty = hmha::Tensor({0, 4}).to_device(test_device());
     REQUIRE(empty.device() == test_device());
     REQUIRE(empty.numel() == 0);
+}
+
+// The memory of need_weights=false on a device (issue 4's target: within 1.2x
+// of inputs + outputs + parameters at L = S = 8192): Scratch::Sequence holds
+// Q, K, V and the attention output (4 x L x E floats for self-attention),
+// Scratch::PerHead one 64-wide head group of Q, K and V (3 x L x 64) and a
+// row block of the in-place output projection (64 rows here). Counted by the
+// runtime's device allocations (PoCL's device memory is host memory with its
+// own overhead, so the process's peak would not show it); outputs on the
+// device are the result's, not scratch. The two outputs agree.
+TEST_CASE("device tensors: Scratch::PerHead holds a head group of device scratch, Sequence four tensors", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    std::mt19937 rng(9);
+    const int64_t L = 1024, E = 512, H = 8;
+    std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
+    const hmha::Tensor x = upload(random_tensor({1, L, E}, rng), keep);
+    hmha::ForwardOptions f;
+    f.need_weights = false;
+    std::map<hmha::Scratch, std::pair<int64_t, hmha::Tensor>> got;
+    for (hmha::Scratch scratch : {hmha::Scratch::Sequence, hmha::Scratch::PerHead}) {
+        std::mt19937 same_weights(10);
+        Module m = Module::make(E, H, false, same_weights, scratch);
+        const hmha::ForwardResult r = m.mha.forward(x, x, x, f);
+        got[scratch] = {hmha::detail::last_forward_device_scratch_bytes(), r.attn_output.to_host()};
+    }
+    const int64_t f32 = sizeof(float);
+    const int64_t sequence = got[hmha::Scratch::Sequence].first, per_head = got[hmha::Scratch::PerHead].first;
+    INFO("device scratch: Sequence " << sequence << " bytes, PerHead " << per_head);
+    CHECK(sequence >= 4 * L * E * f32);
+    CHECK(per_head <= (3 * L * 64 + 64 * E) * f32);
+    CHECK(per_head > 0);
+    const hmha::Tensor &a = got[hmha::Scratch::Sequence].second, &b = got[hmha::Scratch::PerHead].second;
+    REQUIRE(a.shape() == b.shape());
+    double max_diff = 0, max_abs = 0;
+    for (int64_t i = 0; i < a.numel(); i++) {
+        max_diff = std::max(max_diff, (double)std::fabs(a.f32()[i] - b.f32()[i]));
+        max_abs = std::max(max_abs, (double)std::fabs(a.f32()[i]));
+    }
+    CHECK(max_diff <= 1e-5 * max_abs);
 }

@@ -19,6 +19,17 @@
 
 namespace hmha {
 
+namespace detail {
+// Device scratch (DeviceViews::scratch) that the calling thread's last
+// forward() allocated, in bytes: a test hook (tests/test_device_tensors.cpp,
+// which declares it) for the memory of the GPU paths, which PoCL's device
+// memory (host memory, with its own) cannot show.
+thread_local int64_t device_scratch_bytes = 0;
+int64_t last_forward_device_scratch_bytes() {
+    return device_scratch_bytes;
+}
+}  // namespace detail
+
 namespace {
 
 using HBuf = Halide::Runtime::Buffer<float>;
@@ -178,7 +189,10 @@ struct DeviceViews {
     // A scratch allocation (device memory on a GPU) of the view's shape.
     // Empty ones get none (the device APIs abort on a zero-byte allocation).
     HBuf scratch(HBuf b) const {
-        if (ks.device && b.number_of_elements() > 0) check_status("device_malloc", b.device_malloc(ks.device));
+        if (ks.device && b.number_of_elements() > 0) {
+            check_status("device_malloc", b.device_malloc(ks.device));
+            detail::device_scratch_bytes += (int64_t)b.size_in_bytes();
+        }
         return b;
     }
     // Another shape over the same memory as `owner` (same start).
@@ -806,6 +820,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         }
     }
     const Geometry g = validate_inputs(o, query, key, value, f);
+    detail::device_scratch_bytes = 0;
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
 
     const KernelSet &ks = *m.kernels;
