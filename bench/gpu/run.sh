@@ -86,7 +86,7 @@ if [ "$run" = all ]; then
     grep -h "^ \{16\}(Anderson2021" "$out/gpu-peers.log"
 fi
 
-PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
+PYTHONUNBUFFERED=1 timeout 420 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
     --times "$out/gpu-times.jsonl" --out "$out" > "$out/compare.log" 2>&1
 echo "exit code $?" >> "$out/compare.log"
 # The tables (they end with the exit code), or the end of the log if they never came.
