@@ -734,10 +734,6 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // Batch-major with appended keys: the real rows of the batches are not one
     // run, so they are projected densely and copied into place.
     const bool per_batch = kv_pos == 1 && g.extra > 0 && N > 1;
-    // Output rows per in-place block: about 1/32 of them, a multiple of
-    // kDeviceCropAlignFloats (each block's crop of the output starts aligned).
-    const int64_t align = kDeviceCropAlignFloats;
-    const int64_t row_block = std::min(L * N, ((L * N + 31) / 32 + align - 1) / align * align);
     // The appended keys are written on the host and go up with the whole K/V
     // scratch before the projections fill in the real rows.
     WorkspaceLease ws(c.workspaces, {g.extra ? Sk * N * W : 0, g.extra ? Sk * N * W : 0});
@@ -795,7 +791,15 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
         HBuf ov = out_heads.cropped(1, (int)h0, (int)heads);
         run_sdpa(qv, kv_heads, vv_heads, ov, false);
     }
-    HBuf block = dv.scratch(view(none, {{E, 1}, {row_block, E}}));
+    // The in-place output projection copies a block of rows at a time into
+    // the Q scratch, free by now: W/E of the rows (all of them when one
+    // group holds every head), rounded down to a multiple of
+    // kDeviceCropAlignFloats rows (each block's crop of the output then starts
+    // aligned); a scratch of that many rows where Q's holds fewer.
+    const int64_t align = kDeviceCropAlignFloats;
+    const int64_t fit = L * N * W / E, row_block = fit >= L * N ? L * N : std::max(align, fit / align * align);
+    HBuf block = row_block * E <= L * N * W ? dv.alias(qg, view(none, {{E, 1}, {row_block, E}}))
+                                            : dv.scratch(view(none, {{E, 1}, {row_block, E}}));
     for (int64_t r0 = 0; r0 < L * N; r0 += row_block) {
         const int64_t rows = std::min(row_block, L * N - r0);
         HBuf x = block.cropped(1, 0, (int)rows);

@@ -133,10 +133,10 @@ enum class Scratch {
     // On a GPU, Q, K and V are projected for a group of heads at a time (at
     // least 64 features; short of all heads, a multiple of 64), each group's
     // attention goes into its columns of the output, and the output
-    // projection runs in place through a copy of 1/32 of the rows: scratch is
-    // (L + 2 * S') * N * width floats plus that block, i.e. 3/8 of the output
-    // at L = S', E = 512, 8 heads, against Sequence's 2 * (L + S') * N * E
-    // (4x the output). Not yet timed on a GPU.
+    // projection runs in place, copying blocks of rows into Q's scratch (free
+    // by then): scratch is (L + 2 * S') * N * width floats, i.e. 3/8 of the
+    // output at L = S', E = 512, 8 heads, against Sequence's
+    // 2 * (L + S') * N * E (4x the output). Not yet timed on a GPU.
     PerHead,
 };
 constexpr int64_t kPerHeadMinLength = 512;
