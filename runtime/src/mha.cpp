@@ -797,7 +797,8 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
     // kDeviceCropAlignFloats rows (each block's crop of the output then starts
     // aligned); a scratch of that many rows where Q's holds fewer.
     const int64_t align = kDeviceCropAlignFloats;
-    const int64_t fit = L * N * W / E, row_block = fit >= L * N ? L * N : std::max(align, fit / align * align);
+    const int64_t fit = L * N * W / E;
+    const int64_t row_block = fit >= L * N ? L * N : std::min(L * N, std::max(align, fit / align * align));
     HBuf block = row_block * E <= L * N * W ? dv.alias(qg, view(none, {{E, 1}, {row_block, E}}))
                                             : dv.scratch(view(none, {{E, 1}, {row_block, E}}));
     for (int64_t r0 = 0; r0 < L * N; r0 += row_block) {
