@@ -573,6 +573,35 @@ private:
     HBuf q_, k_, v_;
 };
 
+// The appended key or value rows of `batches` batches (bias_kv's row `bias`,
+// then add_zero_attn's zeros), in K/V scratch whose row of key s of batch n
+// is s * kv_pos + n * kv_batch, `stride` floats a row: columns
+// [c0, c0 + width) of the projection, from column 0 of each row.
+void fill_appended_rows(float *rows, int64_t stride, int64_t c0, int64_t width, const Geometry &g, int64_t batches,
+                        int64_t kv_pos, int64_t kv_batch, bool add_bias_kv, const std::vector<float> &bias) {
+    for (int64_t n = 0; n < batches; n++) {
+        for (int64_t s = g.S; s < g.keys(); s++) {
+            float *row = rows + (s * kv_pos + n * kv_batch) * stride;
+            if (add_bias_kv && s == g.S) {
+                std::memcpy(row, bias.data() + c0, (size_t)width * sizeof(float));
+            } else {
+                std::memset(row, 0, (size_t)width * sizeof(float));
+            }
+        }
+    }
+}
+
+// Batch-major K or V rows with appended keys: the S real rows of each of
+// `batches` batches, projected densely into `dense`, copied into place in
+// `rows`, whose batches are S' rows apart (`width` floats of rows `stride`
+// apart). Host or device alike (Halide's strided buffer copy).
+void copy_into_batches(const DeviceViews &dv, HBuf &dense, HBuf &rows, int64_t width, int64_t stride, const Geometry &g,
+                       int64_t batches) {
+    HBuf from = dv.alias(dense, view(dense.data(), {{width, 1}, {g.S, stride}, {batches, g.S * stride}}));
+    HBuf to = dv.alias(rows, view(rows.data(), {{width, 1}, {g.S, stride}, {batches, g.keys() * stride}}));
+    check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), dv.ks.device, to.raw_buffer()));
+}
+
 // Scratch::Auto's choice (hmha.h) for L queries and S' keys, where Sequence
 // would take 2 * (L + S') * batches * E floats (batches per pass: N, or a
 // chunk of them, sequence_batch_chunk). Chunked, Sequence's scratch stays
@@ -759,18 +788,9 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
         const std::pair<Projection *, HBuf *> kv[] = {{&c.k, &kg}, {&c.v, &vg}};
         for (const auto &[p, rows] : kv) {
             HBuf &x = p == &c.k ? in.k() : in.v();
-            const std::vector<float> &bias_kv = p == &c.k ? c.bias_k : c.bias_v;
             if (g.extra) {
-                float *host = rows->data();
-                for (int64_t n = 0; n < N; n++) {
-                    for (int64_t s = S; s < Sk; s++) {
-                        float *row = host + (s * kv_pos + n * kv_batch) * W;
-                        const bool bias_row = c.opt.add_bias_kv && s == S;
-                        for (int64_t col = 0; col < width; col++) {
-                            row[col] = bias_row ? bias_kv[(size_t)(c0 + col)] : 0.0f;
-                        }
-                    }
-                }
+                fill_appended_rows(rows->data(), W, c0, width, g, N, kv_pos, kv_batch, c.opt.add_bias_kv,
+                                   p == &c.k ? c.bias_k : c.bias_v);
                 rows->set_host_dirty();
                 check_status("copy_to_device", rows->copy_to_device(ks.device));
             }
@@ -780,9 +800,7 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
                 continue;
             }
             project_group(*p, c0, width, x, dense.cropped(0, 0, (int)width));
-            HBuf from = dv.alias(dense, view(none, {{width, 1}, {S, W}, {N, S * W}}));
-            HBuf to = dv.alias(*rows, view(rows->data(), {{width, 1}, {S, W}, {N, Sk * W}}));
-            check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
+            copy_into_batches(dv, dense, *rows, width, W, g, N);
         }
         HBuf qv = dv.alias(qg, view(none, {{D, 1}, {heads, D}, {L, g.q_pos * W}, {N, g.q_batch * W}}));
         HBuf kv_heads = dv.alias(kg, view(kg.data(), {{D, 1}, {heads, D}, {Sk, kv_pos * W}, {N, kv_batch * W}}));
@@ -1020,20 +1038,8 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
         // Appended rows (bias_k/bias_v, then zero_attn's zeros) are written on the
         // host first; on a GPU the whole scratch then goes up once, before the
         // projections fill in the real rows on the device.
-        for (int64_t n = 0; n < nb; n++) {
-            for (int64_t s = S; s < Sk; s++) {
-                const int64_t row = s * kv_pos + n * kv_batch;
-                const size_t bytes = (size_t)E * sizeof(float);
-                const bool bias_row = o.add_bias_kv && s == S;
-                if (bias_row) {
-                    std::memcpy(&kp[row * E], m.bias_k.data(), bytes);
-                    std::memcpy(&vp[row * E], m.bias_v.data(), bytes);
-                } else {
-                    std::memset(&kp[row * E], 0, bytes);
-                    std::memset(&vp[row * E], 0, bytes);
-                }
-            }
-        }
+        fill_appended_rows(kp, E, 0, E, g, nb, kv_pos, kv_batch, o.add_bias_kv, m.bias_k);
+        fill_appended_rows(vp, E, 0, E, g, nb, kv_pos, kv_batch, o.add_bias_kv, m.bias_v);
         if (ks.device && Sk > S) {
             for (HBuf *rows : {&k_rows, &v_rows}) {
                 rows->set_host_dirty();
@@ -1060,9 +1066,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 for (const auto &[rows, dense] : kv_scratch) {
                     HBuf y = dv.scratch(view(dense, {{E, 1}, {S * nb, E}}));
                     project(ks, rows == &k_rows ? m.k : m.v, rows == &k_rows ? kx : vx, y);
-                    HBuf from = dv.alias(y, view(dense, {{E, 1}, {S, E}, {nb, S * E}}));
-                    HBuf to = dv.alias(*rows, view(rows == &k_rows ? kp : vp, {{E, 1}, {S, E}, {nb, Sk * E}}));
-                    check_status("copy", halide_buffer_copy(nullptr, from.raw_buffer(), ks.device, to.raw_buffer()));
+                    copy_into_batches(dv, y, *rows, E, E, g, nb);
                 }
             }
         }
