@@ -71,7 +71,9 @@ public:
         const Target t = get_target();
         const int vw = or_default(vector_width, natural_vector_width(t));
         // 16 (AVX2) or 32 (AVX-512, NEON) registers: 3 or 4 accumulator vectors per row.
-        LinearParams p{or_default(tile_o, (has_32_vector_registers(t) ? 4 : 3) * vw), tile_r, unroll_r, vw};
+        const auto [to, ur] =
+            fitting_linear_tile(or_default(tile_o, (has_32_vector_registers(t) ? 4 : 3) * vw), unroll_r, vw, t);
+        LinearParams p{to, tile_r, ur, vw};
         schedules::cpu::schedule_linear(y, prod, o, r, rk, p);
     }
 

@@ -138,7 +138,7 @@ public:
         schedules::cpu::schedule_masked_softmax(
             s_.cpu_funcs(weights), s_.v, s_.rj, has_masks,
             {query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target())), 0,
-             score_tile_rows});
+             schedules::cpu::fitting_score_tile_rows(score_tile_rows, get_target())});
     }
 
 private:
@@ -188,6 +188,10 @@ protected:
         return schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
     }
 
+    int score_rows() const {
+        return schedules::cpu::fitting_score_tile_rows(score_tile_rows, this->get_target());
+    }
+
     SoftmaxDefs s_;
     // No autoscheduler takes these generators (above), so no `estimate` param:
     // their metadata's estimates stay at the default shape.
@@ -209,7 +213,7 @@ public:
         out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
-                                                {query_block, vw(), 0, score_tile_rows},
+                                                {query_block, vw(), 0, score_rows()},
                                                 schedules::cpu::register_tile_rows(get_target()));
     }
 };
@@ -256,7 +260,7 @@ public:
         out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
-                                                     {query_block, vw(), key_chunk, score_tile_rows},
+                                                     {query_block, vw(), key_chunk, score_rows()},
                                                      schedules::cpu::register_tile_rows(get_target()));
     }
 };
@@ -271,7 +275,7 @@ public:
         out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
         out.set_estimates(e_.heads(e_.l));
         schedules::cpu::schedule_sdpa_rows(s_.cpu_funcs(out), out, att, acc, s_.v, s_.rj, k.dim(2).extent(), has_masks,
-                                           {query_block, vw(), 0, score_tile_rows},
+                                           {query_block, vw(), 0, score_rows()},
                                            schedules::cpu::register_tile_rows(get_target()));
     }
 };

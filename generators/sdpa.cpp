@@ -166,7 +166,7 @@ public:
         const int tile_rows = schedules::cpu::register_tile_rows(t);
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       tile_rows, keys_transposed, schedules::cpu::or_default(score_tile_rows, tile_rows),
+                                       tile_rows, keys_transposed, schedules::cpu::fitting_score_tile_rows(schedules::cpu::or_default(score_tile_rows, tile_rows), t),
                                        reduction_vectors};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }

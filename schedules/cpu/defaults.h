@@ -4,6 +4,8 @@
 // target's vector register file (32 registers with AVX-512 or NEON, 16 with AVX2).
 #pragma once
 
+#include <utility>
+
 #include "Halide.h"
 
 namespace hmha_gen::schedules::cpu {
@@ -27,6 +29,35 @@ inline int register_tile_rows(const Halide::Target &t) {
 
 inline int or_default(int value, int derived) {
     return value > 0 ? value : derived;
+}
+
+inline int vector_registers(const Halide::Target &t) {
+    return has_32_vector_registers(t) ? 32 : 16;
+}
+
+// Register tiles that the target's register file holds. Tuned params apply to
+// every variant of a dispatch build (CMakeLists.txt: one params list for the
+// AVX-512, AVX2 and SSE4.1 variants of a kernel), so a tile tuned where there
+// are 32 vector registers reaches the 16-register variants too, where it
+// spills: measured with hmha_tune on the AVX2 target (2026-11-27, Zen 4 VM),
+// sdpa's 8-query score tiles (host.json's) 1.15-1.3x slower than 4 or 6 at
+// (1, 2048, 2048, 512, 8), linear's 64-float output tiles (8 AVX2 vectors)
+// 1.3x slower than the AVX2 default of 24. A tile that does not fit takes the
+// target's default instead; one that fits is kept as tuned.
+//
+// A Q.K^T tile of `rows` queries (schedules/cpu/scores.h) holds 2 x rows
+// accumulators, 2 vectors of K^T and a broadcast query.
+inline int fitting_score_tile_rows(int rows, const Halide::Target &t) {
+    return 2 * rows + 3 <= vector_registers(t) ? rows : register_tile_rows(t);
+}
+
+// linear's micro-kernel (schedules/cpu/linear.h): (tile_o / vw) x unroll_r
+// accumulators, tile_o / vw vectors of W and a broadcast x. {tile_o, unroll_r}
+// as given if they fit, else the target's defaults.
+inline std::pair<int, int> fitting_linear_tile(int tile_o, int unroll_r, int vw, const Halide::Target &t) {
+    const int vectors = (tile_o + vw - 1) / vw;
+    if (vectors * (unroll_r + 1) + 1 <= vector_registers(t)) return {tile_o, unroll_r};
+    return {(has_32_vector_registers(t) ? 4 : 3) * vw, 4};
 }
 
 // The loop nest the CPU schedules of sdpa, masked_softmax, softmax_attend and
