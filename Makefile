@@ -15,7 +15,7 @@ CMAKE := $(HMHA_VENV)/bin/cmake
 CTEST := $(HMHA_VENV)/bin/ctest
 HALIDE_DIR = $(shell $(HMHA_VENV)/bin/python -c "import halide, os; print(os.path.join(halide.install_dir(), 'lib64', 'cmake', 'Halide'))")
 
-.PHONY: all bootstrap configure build test test-arm64 run bench tune clean
+.PHONY: all bootstrap configure build test test-arm64 run bench bench-report bench-report-avx2 tune clean
 
 all: build
 
@@ -64,3 +64,12 @@ bench-report:
 	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench-untuned CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_TUNED_FILE=/nonexistent/untuned.json"
 	@py=$$(scripts/bootstrap_torch.sh) && $$py -m pip install -q --disable-pip-version-check -r bench/requirements-report.txt && \
 	    $$py bench/report.py --build-dir build-bench --untuned-build-dir build-bench-untuned --torch-python $$py $(BENCH_REPORT_ARGS)
+
+# The same report with every implementation held to AVX2 + FMA (bench/README.md):
+# our kernels built for an AVX2 target with the tuned file a dispatch build's AVX2
+# variant gets, the peers through their ISA switches; bench/results/<machine>-avx2-<date>.md.
+AVX2_TARGET ?= x86-64-linux-avx-avx2-f16c-fma-sse41
+bench-report-avx2:
+	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench-avx2 CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_TARGETS=$(AVX2_TARGET) -DHMHA_TUNED_FILE=$(CURDIR)/schedules/tuned/host.json"
+	@py=$$(scripts/bootstrap_torch.sh) && $$py -m pip install -q --disable-pip-version-check -r bench/requirements-report.txt && \
+	    $$py bench/report.py --build-dir build-bench-avx2 --isa avx2 --torch-python $$py $(BENCH_REPORT_ARGS)

@@ -47,6 +47,11 @@ VARIANTS = [  # (label, need_weights, causal, cross)
 SWEEP_E, SWEEP_H = 512, 8
 SWEEP_L = [128, 256, 512, 1024, 2048, 4096, 8192]
 AUTOSCHEDULERS = ["Adams2019", "Li2018", "Mullapudi2016"]
+# --isa avx2: every implementation held to AVX2 + FMA on an AVX-512 machine, for
+# the users whose CPUs stop there. Ours: a build whose CPU kernels are for an AVX2
+# target (make bench-report-avx2); the peers: these, in every case's environment.
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                    "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}}
 KERNELS = ["linear", "sdpa", "masked_softmax", "attend", "head_mean"]
 PEER_NAMES = {
     "ours": "ours (hmha)",
@@ -371,6 +376,14 @@ def run_all(args, log):
             m_ = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line.strip())
             if m_:
                 cache[m_.group(1)] = m_.group(2)
+    data["isa"] = args.isa
+    if args.isa != "native":
+        cpu_targets = cache.get("HMHA_TARGETS", "")
+        if not cpu_targets or "avx512" in cpu_targets or "avx2" not in cpu_targets:
+            raise SystemExit(f"--isa {args.isa}: {args.build_dir} must build its CPU kernels for an AVX2 target only "
+                             f"(HMHA_TARGETS, as make bench-report-avx2 does), got HMHA_TARGETS='{cpu_targets}'")
+        data["cpu_targets"] = cpu_targets
+        data["isa_env"] = ISA_ENV[args.isa]
     tuned = cache.get("HMHA_TUNED_FILE") or os.path.join(ROOT, "schedules", "tuned",
                                                           cache.get("HMHA_CPU_TARGET", "host") + ".json")
     data["tuned_params"] = os.path.relpath(tuned, ROOT) if os.path.exists(tuned) else None
@@ -379,6 +392,9 @@ def run_all(args, log):
                        "python bench/report.py " + " ".join(sys.argv[1:])).strip()
     data["torch"] = subprocess.run([args.torch_python, "-c", "import torch; print(torch.__version__)"],
                                    capture_output=True, text=True).stdout.strip()
+    data["torch_capability"] = subprocess.run(
+        [args.torch_python, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True, text=True).stdout.strip()
     data["halide"] = subprocess.run([os.path.join(os.environ.get("HMHA_VENV", os.path.expanduser("~/.cache/hmha/venv")),
                                                   "bin", "python"), "-c",
                                      "import importlib.metadata as m; print(m.version('halide'))"],
@@ -494,6 +510,8 @@ def run_all(args, log):
         if key == "fma":
             best["avx512_all"] = [x.get("avx512_gflops") for x in ok]
             best["avx2_all"] = [x.get("avx2_gflops") for x in ok]
+            if args.isa == "avx2":  # the peak of the instructions everyone may use
+                best["gflops"] = max(v for v in best["avx2_all"] if v)
         r.records.append(best)
     data["records"] = r.records
     data["bench_seconds"] = round(time.time() - t_start)
@@ -605,6 +623,11 @@ def write_report(data, md_path, chart_paths, command):
     w(f"- Date: {data['started']}; commit {data['commit']}"
       + (f" + uncommitted changes in {len(dirty)} files ({', '.join(dirty[:8])}{', ...' if len(dirty) > 8 else ''})"
          if dirty else "") + ".")
+    if data.get("isa", "native") != "native":
+        env = ", ".join(f"{k}={v}" for k, v in data["isa_env"].items())
+        w(f"- **{data['isa'].upper()} only**: our CPU kernels built for `{data['cpu_targets']}` (HMHA_TARGETS); every "
+          f"case runs with {env} (torch reports CPU capability {data.get('torch_capability') or '?'}; MKL, oneDNN "
+          f"and OpenBLAS are held to AVX2 by the other three); the FMA peak below is the AVX2 one.")
     w(f"- Our CPU kernels: HMHA_CPU_TARGET={data.get('cpu_target', 'host')}, schedule params "
       + (f"tuned ({data['tuned_params']})" if data.get("tuned_params") else "at their target-derived defaults "
          "(no schedules/tuned/ file)") + ".")
@@ -987,6 +1010,9 @@ def main():
     ap.add_argument("--max-wait", type=float, default=900)
     ap.add_argument("--skip-probe", action="store_true", help="do not re-run the failing autoschedulers")
     ap.add_argument("--quick", action="store_true", help="one shape, a short sweep: to try the script")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: hold every implementation to AVX2 (--build-dir built for an AVX2 target: "
+                         "make bench-report-avx2); its files are named <machine>-avx2-<date>")
     ap.add_argument("--from-json", help="rewrite the report from a .json of an earlier run")
     args = ap.parse_args()
 
@@ -998,8 +1024,9 @@ def main():
             data = json.load(f)
         base = os.path.splitext(args.from_json)[0]
     else:
+        os.environ.update(ISA_ENV.get(args.isa, {}))  # every case's environment
         data = run_all(args, log)
-        name = args.machine or data["machine"]["slug"]
+        name = (args.machine or data["machine"]["slug"]) + ("" if args.isa == "native" else f"-{args.isa}")
         os.makedirs(args.out_dir, exist_ok=True)
         base = os.path.join(args.out_dir, f"{name}-{data['started'][:10]}" + ("-quick" if args.quick else ""))
         # Never overwrite an earlier results file: a second run on one day is -v2, -v3, ...
@@ -1024,7 +1051,7 @@ def main():
         f.write("\n".join(lines) + "\n")
     latest_md = os.path.join(os.path.dirname(base), "latest.md")
     source = f"<!-- latest of: {os.path.basename(base)} -->"
-    refresh = not args.quick and not args.from_json
+    refresh = not args.quick and not args.from_json and data.get("isa", "native") == "native"
     if args.from_json and os.path.exists(latest_md):
         with open(latest_md) as f:
             refresh = source in f.read()  # rewriting the run that latest.* shows
