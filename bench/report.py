@@ -388,7 +388,9 @@ def run_all(args, log):
                                                           cache.get("HMHA_CPU_TARGET", "host") + ".json")
     data["tuned_params"] = os.path.relpath(tuned, ROOT) if os.path.exists(tuned) else None
     data["cpu_target"] = cache.get("HMHA_CPU_TARGET", "host")
-    data["command"] = ("make bench-report" if os.environ.get("MAKELEVEL") else
+    data["build_dir"] = os.path.relpath(os.path.abspath(args.build_dir), ROOT)
+    data["command"] = (("make bench-report" + ("" if args.isa == "native" else f"-{args.isa}"))
+                       if os.environ.get("MAKELEVEL") else
                        "python bench/report.py " + " ".join(sys.argv[1:])).strip()
     data["torch"] = subprocess.run([args.torch_python, "-c", "import torch; print(torch.__version__)"],
                                    capture_output=True, text=True).stdout.strip()
@@ -631,10 +633,10 @@ def write_report(data, md_path, chart_paths, command):
     w(f"- Our CPU kernels: HMHA_CPU_TARGET={data.get('cpu_target', 'host')}, schedule params "
       + (f"tuned ({data['tuned_params']})" if data.get("tuned_params") else "at their target-derived defaults "
          "(no schedules/tuned/ file)") + ".")
-    w(f"- Toolchain: Halide {data['halide']} (kernels for `host`), {data['compiler']}, OpenBLAS (Debian, pthreads), "
+    w(f"- Toolchain: Halide {data['halide']} (kernels for `{data.get('cpu_targets') or 'host'}`), {data['compiler']}, OpenBLAS (Debian, pthreads), "
       f"torch {data['torch']} (CPU; MKL/oneDNN inside).")
     w(f"- Command: `{command}` ({data['bench_seconds'] // 60} min {data['bench_seconds'] % 60} s of cases). "
-      f"Each case is a fresh process: `build-bench/bench/hmha_bench --case IMPL ...` or "
+      f"Each case is a fresh process: `{data.get('build_dir', 'build-bench')}/bench/hmha_bench --case IMPL ...` or "
       f"`bench/peers/torch_mha.py --case mha|sdpa ...` (the exact command of every case is in the .json).")
     qs = data["quiet_start"]
     others = [r.get("others_cores", 0) for r in recs if r.get("ok")]
