@@ -12,12 +12,16 @@ namespace hmha_gen {
 
 using namespace Halide;
 
+enum class PackW { Auto, Yes, No };
+
 class Linear : public Generator<Linear> {
 public:
     // 0 = derived from the target (schedules/cpu/defaults.h).
     GeneratorParam<int> tile_o{"tile_o", 0, 0, 256};
-    GeneratorParam<int> tile_r{"tile_r", 32, 1, 1024};
-    GeneratorParam<int> unroll_r{"unroll_r", 4, 1, 16};
+    GeneratorParam<int> tile_r{"tile_r", 0, 0, 1024};
+    GeneratorParam<int> unroll_r{"unroll_r", 0, 0, 16};
+    // auto: pack W's panels where the target has 16 vector registers (schedules/cpu/linear.h).
+    GeneratorParam<PackW> pack_w{"pack_w", PackW::Auto, {{"auto", PackW::Auto}, {"true", PackW::Yes}, {"false", PackW::No}}};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};
     GeneratorParam<int> gpu_threads_o{"gpu_threads_o", 64, 1, 1024};
     GeneratorParam<int> gpu_threads_r{"gpu_threads_r", 4, 1, 1024};
@@ -70,11 +74,11 @@ public:
         using namespace schedules::cpu;
         const Target t = get_target();
         const int vw = or_default(vector_width, natural_vector_width(t));
-        // 16 (AVX2) or 32 (AVX-512, NEON) registers: 3 or 4 accumulator vectors per row.
-        const auto [to, ur] =
-            fitting_linear_tile(or_default(tile_o, (has_32_vector_registers(t) ? 4 : 3) * vw), unroll_r, vw, t);
-        LinearParams p{to, tile_r, ur, vw};
-        schedules::cpu::schedule_linear(y, prod, o, r, rk, p);
+        // Tiles by the register file (schedules/cpu/defaults.h, default_linear_tile); W packed with 16 registers.
+        const LinearTile tile = fitting_linear_tile(tile_o, unroll_r, tile_r, vw, t);
+        const bool pack = pack_w == PackW::Auto ? !has_32_vector_registers(t) : pack_w == PackW::Yes;
+        LinearParams p{tile.tile_o, tile.tile_r, tile.unroll_r, vw, pack};
+        schedules::cpu::schedule_linear(y, prod, o, r, rk, p, weight_t);
     }
 
 private:

@@ -4,8 +4,6 @@
 // target's vector register file (32 registers with AVX-512 or NEON, 16 with AVX2).
 #pragma once
 
-#include <utility>
-
 #include "Halide.h"
 
 namespace hmha_gen::schedules::cpu {
@@ -51,13 +49,36 @@ inline int fitting_score_tile_rows(int rows, const Halide::Target &t) {
     return 2 * rows + 3 <= vector_registers(t) ? rows : register_tile_rows(t);
 }
 
-// linear's micro-kernel (schedules/cpu/linear.h): (tile_o / vw) x unroll_r
-// accumulators, tile_o / vw vectors of W and a broadcast x. {tile_o, unroll_r}
-// as given if they fit, else the target's defaults.
-inline std::pair<int, int> fitting_linear_tile(int tile_o, int unroll_r, int vw, const Halide::Target &t) {
-    const int vectors = (tile_o + vw - 1) / vw;
-    if (vectors * (unroll_r + 1) + 1 <= vector_registers(t)) return {tile_o, unroll_r};
-    return {(has_32_vector_registers(t) ? 4 : 3) * vw, 4};
+// linear's tiles (schedules/cpu/linear.h), target-derived: with 32 vector
+// registers 4 vectors of output features x 4 rows (16 accumulators) in tasks
+// of 32 rows; with 16, 2 vectors x 6 rows (12 accumulators, 2 vectors of W, a
+// broadcast: OpenBLAS's Haswell micro-kernel shape) in tasks of 48 rows, with
+// W packed (linear.h). Measured on AVX2 with packed W (hmha_tune, 2026-11-27,
+// ms per call, two passes), 48-row tasks / 96-row tasks / 3 vectors x 4 rows in
+// 32-row tasks: 2048 x 1024 -> 1024 25.3-25.7 / 22.9-24.1 / 26.3-26.9;
+// 2048 x 512 -> 512 5.7-6.0 / 5.4-5.7 / 6.0-6.2; 512 x 512 1.56-1.59 / 1.64 /
+// 1.66-1.68; 512 x 256 -> 256 0.381-0.407 / 0.375-0.424 / 0.387-0.443. Not 96:
+// the per-head path's output projection runs blocks of 64 rows
+// (runtime/src/mha.cpp attend_per_head), and a call with fewer rows than a task
+// takes the guarded, unrolled-nothing path (measured: (1, 4096, 2048, 512, 8)
+// cross 1.1-1.55x slower end to end with 96-row tasks).
+struct LinearTile {
+    int tile_o, unroll_r, tile_r;
+};
+
+inline LinearTile default_linear_tile(int vw, const Halide::Target &t) {
+    return has_32_vector_registers(t) ? LinearTile{4 * vw, 4, 32} : LinearTile{2 * vw, 6, 48};
+}
+
+// linear's micro-kernel: (tile_o / vw) x unroll_r accumulators, tile_o / vw
+// vectors of W and a broadcast x. {tile_o, unroll_r} as given (0: derived) if
+// they fit, else the target's defaults; tile_r as given, or derived.
+inline LinearTile fitting_linear_tile(int tile_o, int unroll_r, int tile_r, int vw, const Halide::Target &t) {
+    const LinearTile d = default_linear_tile(vw, t);
+    const LinearTile want{or_default(tile_o, d.tile_o), or_default(unroll_r, d.unroll_r), or_default(tile_r, d.tile_r)};
+    const int vectors = (want.tile_o + vw - 1) / vw;
+    if (vectors * (want.unroll_r + 1) + 1 <= vector_registers(t)) return want;
+    return {d.tile_o, d.unroll_r, want.tile_r};
 }
 
 // The loop nest the CPU schedules of sdpa, masked_softmax, softmax_attend and

@@ -2,6 +2,16 @@
 // A register-blocked sgemm: each task owns a tile_o x tile_r block of outputs,
 // the innermost micro-kernel keeps (tile_o / vector_width) x unroll_r vector
 // accumulators in registers and streams k.
+//
+// pack_w: the task first copies its tile_o columns of W into one contiguous
+// k-major panel. W's rows are O floats apart (4 KiB at E = 1024), so a tile's
+// few floats of each row land in a handful of L1 sets, and every row group
+// streams the panel from L2 again. Measured with hmha_tune (2026-11-27, Zen 4,
+// ms per call): on AVX2 (16 registers, 3-vector tiles) 2048 x 1024 -> 1024
+// 30.4-30.7 packed against 40.4-41.7, 512 x 512 -> 512 1.64-1.69 against
+// 1.75-1.78; on AVX-512 (4-vector tiles, 32 registers) packing is slower
+// (21.1-21.6 -> 22.7-22.8; 1.25-1.27 -> 1.41-1.43; 512 x 256 -> 256 0.30 -> 0.35).
+// So it is on by default where there are 16 vector registers only.
 #pragma once
 
 #include "Halide.h"
@@ -12,10 +22,11 @@ namespace hmha_gen::schedules::cpu {
 
 struct LinearParams {
     int tile_o, tile_r, unroll_r, vector_width;
+    bool pack_w = false;  // copy each task's columns of W into a contiguous panel first
 };
 
 inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r,
-                            Halide::RVar rk, const LinearParams &p) {
+                            Halide::RVar rk, const LinearParams &p, Halide::Func w = Halide::Func()) {
     using namespace Halide;
     Var oi("oi"), ri("ri"), rii("rii"), t("t");
     Expr o_extent = y.output_buffer().dim(0).extent();
@@ -38,6 +49,12 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
         .fuse(o, r, t)
         .parallel(t)
         .vectorize(oi, p.vector_width, TailStrategy::GuardWithIf);
+    if (p.pack_w) {
+        // The task's tile_o columns of W, k-major and contiguous (tile_o x K
+        // floats), read by each of its row groups in order.
+        Func wp = w.in(prod);
+        wp.compute_at(y, t).vectorize(wp.args()[0], p.vector_width, TailStrategy::GuardWithIf);
+    }
     // Input-bound dimensions guard their tails: rounding up would read past W.
     prod.compute_at(y, ri).vectorize(o, p.vector_width, TailStrategy::GuardWithIf);
     prod.update()
