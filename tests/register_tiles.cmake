@@ -11,7 +11,6 @@
 #   cmake -DGENERATOR=<hmha_generators> -DWORK_DIR=<dir> -DX86=<x86-64-linux> -P register_tiles.cmake
 set(avx512 "${X86}-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41-no_runtime")
 set(avx2 "${X86}-avx-avx2-f16c-fma-sse41-no_runtime")
-set(failures 0)
 
 # check(<generator> <target> <expected regex> <params...>); a regex starting
 # with "!" must not match.

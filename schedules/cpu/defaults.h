@@ -40,8 +40,8 @@ inline int vector_registers(const Halide::Target &t) {
 // spills: measured with hmha_tune on the AVX2 target (2026-11-27, Zen 4 VM),
 // sdpa's 8-query score tiles (host.json's) 1.15-1.3x slower than 4 or 6 at
 // (1, 2048, 2048, 512, 8), linear's 64-float output tiles (8 AVX2 vectors)
-// 1.3x slower than the AVX2 default of 24. A tile that does not fit takes the
-// target's default instead; one that fits is kept as tuned.
+// 1.3x slower than 24 (3 AVX2 vectors, then AVX2's default). A tile that does
+// not fit takes the target's default instead; one that fits is kept as tuned.
 //
 // A Q.K^T tile of `rows` queries (schedules/cpu/scores.h) holds 2 x rows
 // accumulators, 2 vectors of K^T and a broadcast query.

@@ -7,8 +7,8 @@
 // k-major panel. W's rows are O floats apart (4 KiB at E = 1024), so a tile's
 // few floats of each row land in a handful of L1 sets, and every row group
 // streams the panel from L2 again. Measured with hmha_tune (2026-11-27, Zen 4,
-// ms per call): on AVX2 (16 registers, 3-vector tiles) 2048 x 1024 -> 1024
-// 30.4-30.7 packed against 40.4-41.7, 512 x 512 -> 512 1.64-1.69 against
+// ms per call): on AVX2 (16 registers, the then-default 3-vector x 4-row
+// tiles) 2048 x 1024 -> 1024 30.4-30.7 packed against 40.4-41.7, 512 x 512 -> 512 1.64-1.69 against
 // 1.75-1.78; on AVX-512 (4-vector tiles, 32 registers) packing is slower
 // (21.1-21.6 -> 22.7-22.8; 1.25-1.27 -> 1.41-1.43; 512 x 256 -> 256 0.30 -> 0.35).
 // So it is on by default where there are 16 vector registers only.
@@ -25,8 +25,9 @@ struct LinearParams {
     bool pack_w = false;  // copy each task's columns of W into a contiguous panel first
 };
 
+// w: the weights as prod reads them (wrapped when p.pack_w).
 inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r,
-                            Halide::RVar rk, const LinearParams &p, Halide::Func w = Halide::Func()) {
+                            Halide::RVar rk, const LinearParams &p, Halide::Func w) {
     using namespace Halide;
     Var oi("oi"), ri("ri"), rii("rii"), t("t");
     Expr o_extent = y.output_buffer().dim(0).extent();
