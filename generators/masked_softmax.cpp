@@ -156,6 +156,7 @@ public:
     GeneratorParam<int> query_block{"query_block", 32, 1, 4096};
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> score_tile_rows{"score_tile_rows", 4, 1, 16};  // schedules/cpu/masked_softmax.h
+    GeneratorParam<bool> copy_values{"copy_values", false};            // schedules/cpu/masked_softmax.h
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -259,8 +260,8 @@ public:
         mean.set_estimates(e_.mean());
         out.set_estimates(e_.heads(e_.l));
 
-        schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, s_.v, s_.rj, rh, has_masks,
-                                                     {query_block, vw(), key_chunk, score_rows()},
+        schedules::cpu::schedule_softmax_attend_mean(s_.cpu_funcs(mean), out, att, acc, v, s_.v, s_.rj, rh, has_masks,
+                                                     {query_block, vw(), key_chunk, score_rows(), copy_values},
                                                      schedules::cpu::register_tile_rows(get_target()));
     }
 };
@@ -274,8 +275,8 @@ public:
         const ScoreVars &x = s_.v;
         out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
         out.set_estimates(e_.heads(e_.l));
-        schedules::cpu::schedule_sdpa_rows(s_.cpu_funcs(out), out, att, acc, s_.v, s_.rj, k.dim(2).extent(), has_masks,
-                                           {query_block, vw(), 0, score_rows()},
+        schedules::cpu::schedule_sdpa_rows(s_.cpu_funcs(out), out, att, acc, v, s_.v, s_.rj, k.dim(2).extent(),
+                                           has_masks, {query_block, vw(), 0, score_rows(), copy_values},
                                            schedules::cpu::register_tile_rows(get_target()));
     }
 };

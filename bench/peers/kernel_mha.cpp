@@ -148,9 +148,9 @@ void KernelMha::forward(const Shape &s, const float *query, const float *kv, boo
                 const int64_t keys = causal ? std::min(S, i0 + rows) : S;
                 auto qc = qv.cropped(2, (int)i0, (int)rows), ac = av.cropped(2, (int)i0, (int)rows);
                 auto kc = kvv.cropped(2, 0, (int)keys), vc = vv.cropped(2, 0, (int)keys);
-                check("sdpa", ks_.sdpa_for(keys)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
-                                                 m.am.raw_buffer(), m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S,
-                                                 causal, false, scale, ac.raw_buffer()));
+                check("sdpa", ks_.sdpa_for(keys, rows, E)(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
+                                                          m.am.raw_buffer(), m.amb.raw_buffer(), m.kpm.raw_buffer(),
+                                                          (int)S, causal, false, scale, ac.raw_buffer()));
             }
         } else {
             HBuf per_head = view(ph, {{S, 1}, {chunk_w, S}, {H, chunk_w * S}, {nb, H * chunk_w * S}});
@@ -211,9 +211,9 @@ KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const 
             if (!set.sdpa) return -1;
             HBuf ob = view(out, {{D, 1}, {H, D}, {L, E}, {N, L * E}});
             // The class the runtime would call at S keys (ours: sdpa_short for short ones).
-            return set.sdpa_for(S)(qv.raw_buffer(), kvv.raw_buffer(), vv.raw_buffer(), m.am.raw_buffer(),
-                                   m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, false, false, scale,
-                                   ob.raw_buffer());
+            return set.sdpa_for(S, L, E)(qv.raw_buffer(), kvv.raw_buffer(), vv.raw_buffer(), m.am.raw_buffer(),
+                                         m.amb.raw_buffer(), m.kpm.raw_buffer(), (int)S, false, false, scale,
+                                         ob.raw_buffer());
         };
     } else if (kernel == "masked_softmax") {
         out_n = (size_t)(N * H * C * S);

@@ -39,12 +39,14 @@ struct KernelSet {
     // KernelSet::sdpa_for).
     SdpaFn sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
-    SdpaFn sdpa_rows = nullptr;
+    SdpaFn sdpa_rows = nullptr, sdpa_rows_copy_v = nullptr;
     // Autoscheduled sets: the shape "N,L,S,E,H" whose estimates they were
     // scheduled with (null: ours).
     const char *estimate = nullptr;
-    SdpaFn sdpa_for(int64_t keys) const {
-        if (sdpa_rows && hmha::use_rows(keys)) return sdpa_rows;
+    SdpaFn sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const {
+        if (sdpa_rows && hmha::use_rows(keys)) {
+            return sdpa_rows_copy_v && hmha::copy_values(value_row_stride, queries) ? sdpa_rows_copy_v : sdpa_rows;
+        }
         return sdpa_short && hmha::use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short
                                                                                                   : sdpa;
     }

@@ -107,12 +107,14 @@ const KernelSet &kernels_for(Device device) {
                                HMHA_SDPA_KEY_BLOCK,
                                HMHA_SDPA_SHORT_KEY_BLOCK,
                                hmha_sdpa_rows_cpu,
+                               hmha_sdpa_rows_copy_v_cpu,
                                hmha_sdpa_kt_cpu,
                                hmha_sdpa_kt_short_cpu,
                                HMHA_SDPA_KT_KEY_BLOCK,
                                HMHA_SDPA_KT_SHORT_KEY_BLOCK,
                                hmha_softmax_attend_cpu,
-                               hmha_softmax_attend_mean_cpu};
+                               hmha_softmax_attend_mean_cpu,
+                               hmha_softmax_attend_mean_copy_v_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -137,10 +139,20 @@ const KernelSet &kernels_for(Device device) {
     return ks;
 }
 
-decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys) const {
-    if (sdpa_rows != nullptr && use_rows(keys)) return sdpa_rows;
+decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const {
+    if (sdpa_rows != nullptr && use_rows(keys)) {
+        return sdpa_rows_copy_v != nullptr && copy_values(value_row_stride, queries) ? sdpa_rows_copy_v : sdpa_rows;
+    }
     if (sdpa_short == nullptr) return sdpa;
     return use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short : sdpa;
+}
+
+decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t queries,
+                                                                          int64_t value_row_stride) const {
+    if (softmax_attend_mean_copy_v != nullptr && copy_values(value_row_stride, queries)) {
+        return softmax_attend_mean_copy_v;
+    }
+    return softmax_attend_mean;
 }
 
 KernelSet::KtClass KernelSet::kt_for(int64_t keys) const {

@@ -24,9 +24,11 @@
 #include "hmha_sdpa_cpu.h"
 #include "hmha_sdpa_kt_cpu.h"
 #include "hmha_sdpa_kt_short_cpu.h"
+#include "hmha_sdpa_rows_copy_v_cpu.h"
 #include "hmha_sdpa_rows_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
+#include "hmha_softmax_attend_mean_copy_v_cpu.h"
 #include "hmha_softmax_attend_mean_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
@@ -63,8 +65,11 @@ struct KernelSet {
     // And one with whole rows of keys (no key blocks), for at most
     // kSdpaRowsMaxKeys keys (null: none).
     decltype(&hmha_sdpa_rows_cpu) sdpa_rows = nullptr;
-    // The sdpa to call for `keys` keys (sdpa_classes.h).
-    decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys) const;
+    // sdpa_rows copying each head's V into contiguous rows first (null: none).
+    decltype(&hmha_sdpa_rows_copy_v_cpu) sdpa_rows_copy_v = nullptr;
+    // The sdpa to call for `keys` keys and `queries` queries, V's rows
+    // `value_row_stride` floats apart (sdpa_classes.h).
+    decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const;
     // The CPU's sdpa classes reading K^T (keys_transposed), for
     // Scratch::PerHead: k must hold the keys rounded up to whole key blocks of
     // the class called (kt_for), at most kt_padded_keys(keys) of them.
@@ -82,9 +87,17 @@ struct KernelSet {
     // The same with the weights averaged over heads (null on a GPU): a query
     // block's heads in turn, only their mean written.
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean = nullptr;
+    // And copying each head's V into contiguous rows first (null: none).
+    decltype(&hmha_softmax_attend_mean_copy_v_cpu) softmax_attend_mean_copy_v = nullptr;
+    // The one to call for `queries` queries, V's rows `value_row_stride`
+    // floats apart (sdpa_classes.h).
+    decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean_for(int64_t queries, int64_t value_row_stride) const;
 };
-static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)>,
-              "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns either");
+static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
+                  std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)>,
+              "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns any");
+static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), decltype(&hmha_softmax_attend_mean_cpu)>,
+              "KernelSet::softmax_attend_mean_for returns either");
 
 // The kernels for `device`; throws Error when this build or machine lacks it
 // (the device API is initialised once, on first use). A family this build did

@@ -941,7 +941,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
             const int64_t keys = visible_keys(i0, rows);  // >= 1 here
             auto qc = qv.cropped(2, (int)i0, (int)rows), oc = out.cropped(2, (int)i0, (int)rows);
             auto vc = vv.cropped(2, 0, (int)keys);
-            auto sdpa = ks.sdpa_for(keys);
+            auto sdpa = ks.sdpa_for(keys, rows, vc.dim(2).stride());
             HBuf kc;
             if (keys_transposed) {
                 const KernelSet::KtClass kt = ks.kt_for(keys);
@@ -1118,10 +1118,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                     HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                     HBuf mk = visible(mc);
                     check_status("softmax_attend_mean",
-                                 ks.softmax_attend_mean(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
-                                                        am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
-                                                        masked_keys, f.is_causal, has_masks, scale, mk.raw_buffer(),
-                                                        ac.raw_buffer()));
+                                 ks.softmax_attend_mean_for(rows, vc.dim(2).stride())(
+                                     qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+                                     am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale,
+                                     mk.raw_buffer(), ac.raw_buffer()));
                     finish_output(mc);
                     continue;
                 }

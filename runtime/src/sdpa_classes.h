@@ -35,4 +35,26 @@ inline bool use_rows(int64_t keys) {
     return keys <= kSdpaRowsMaxKeys;
 }
 
+// sdpa_rows_copy_v and softmax_attend_mean_copy_v (the kernels copying each
+// head's V into S' contiguous rows of head_dim floats before its products)
+// where V's rows are at least kCopyValuesMinRowStride floats apart (the
+// Sequence path's V scratch: E floats or more) and at least
+// kCopyValuesMinQueries queries read them. Measured (hmha_tune, AVX2 on
+// Zen 3, 2026-11-27, ms, plain / copied): softmax_attend_mean
+// (1, 2048, 1024, 1024, 16) 122-126 / 93-99, (1, 512, 512, 512, 8)
+// 6.3-7.6 / 6.2-7.0, (4, 128, 128, 256, 4) 0.98-1.00 / 0.87-0.97; sdpa_rows E = 1024
+// (1, 2048, 1024, 1024, 16) 106-117 / 72-75, (8, 128, 128, 1024, 16)
+// 6.6-7.0 / 5.5-6.4, (1, 16, 1000, 1024, 16) 1.64-1.96 / 1.51-1.80, but
+// (1, 1, 1000, 1024, 16) 0.80-0.81 / 0.83-0.94; E = 512 (1, 512, 512, 512, 8)
+// 5.5-6.6 / 5.1-5.9, (8, 128, 64, 512, 8) 1.9-2.4 / 1.85-2.26; E = 256
+// (4, 256, 256, 256, 4) 2.62-2.63 / 2.65-2.69 and (4, 128, 128, 256, 4)
+// 0.64-1.14 / 0.66-1.25 (AVX-512 on Zen 4, 2026-11-27: 0.42-0.48 / 0.46-0.52
+// there, and 52-59 / 50-55 at (1, 2048, 1024, 1024, 16)).
+constexpr int64_t kCopyValuesMinRowStride = 512;
+constexpr int64_t kCopyValuesMinQueries = 16;
+
+inline bool copy_values(int64_t value_row_stride, int64_t queries) {
+    return value_row_stride >= kCopyValuesMinRowStride && queries >= kCopyValuesMinQueries;
+}
+
 }  // namespace hmha

@@ -23,6 +23,7 @@ struct MaskedSoftmaxParams {
     int query_block, vector_width;
     int key_chunk = 0;  // keys per chunk of the block's Q.K^T and e.V (0: whole rows)
     int score_tile_rows = 4;  // queries per Q.K^T register tile
+    bool copy_values = false;  // sdpa_rows, softmax_attend_mean: each head's V copied into contiguous rows first
 };
 
 struct MaskedSoftmaxFuncs {
@@ -107,9 +108,10 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
 // product with V is written (out, an update over rh too, fused with it), so
 // the per-head weights stay in L2 and only their mean reaches memory. K is
 // transposed once per batch for every head (per block and head it would be
-// transposed L / query_block times over).
+// transposed L / query_block times over), and with copy_values V is copied
+// there too, each head's rows contiguous (as in sdpa_rows below).
 inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
-                                         const ScoreVars &v, Halide::RDom rj, Halide::RDom rh, Halide::Expr has_masks,
+                                         Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::RDom rh, Halide::Expr has_masks,
                                          const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
@@ -130,16 +132,33 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
     schedule_block_softmax(f, v, rj, has_masks, prm.vector_width, LoopLevel(f.weights, rh.x), prm.key_chunk,
                            prm.score_tile_rows);
     schedule_block_attend(att, acc, LoopLevel(out, rh.x), out, v, rj, prm, tile_rows);
+    if (prm.copy_values) {
+        Func rows = values.in(acc);
+        std::vector<Var> a = rows.args();  // (d, h, j, n)
+        rows.compute_at(f.weights, v.n)
+            .reorder_storage(a[0], a[2], a[1], a[3])
+            .reorder(a[0], a[2], a[1])
+            .parallel(a[1])
+            .vectorize(a[0], prm.vector_width, TailStrategy::GuardWithIf);
+    }
 }
 
 // sdpa_rows: softmax_attend's loop nest without the weights: a query block's
 // softmax and its product with V, computed at out's query block.
+// With copy_values, each head's V (`values`, rows E floats apart where the
+// runtime's Sequence scratch holds every head's features in one row) is
+// first copied, as K is transposed, into S' contiguous rows of head_dim
+// floats, from which every query block's P.V tiles read.
 inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
-                               const ScoreVars &v, Halide::RDom rj, Halide::Expr keys, Halide::Expr has_masks,
-                               const MaskedSoftmaxParams &prm, int tile_rows) {
+                               Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::Expr keys,
+                               Halide::Expr has_masks, const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
     schedule_query_block_softmax(f, out, v.d, keys, v, rj, has_masks, prm);
     schedule_block_attend(att, acc, LoopLevel(out, Var("io")), out, v, rj, prm, tile_rows);
+    if (prm.copy_values) {
+        Func rows = values.in(acc);
+        rows.compute_at(out, v.h).vectorize(rows.args()[0], prm.vector_width, TailStrategy::GuardWithIf);
+    }
 }
 
 }  // namespace hmha_gen::schedules::cpu
