@@ -59,8 +59,9 @@ clean:
 # the autoscheduled kernel variants and build-bench-untuned/ without the tuned
 # params (schedules/tuned/), runs every case (about 20-25 minutes) and writes
 # bench/results/<machine>-<date>.md with its charts.
-bench-report:
-	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_BENCH_AUTOSCHEDULERS=ON"
+bench-report: bootstrap
+	@host=$$($(HMHA_VENV)/bin/python -c "import halide; print(halide.get_host_target())") && \
+	    $(MAKE) --no-print-directory build BUILD_DIR=build-bench CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_BENCH_AUTOSCHEDULERS=ON -DHMHA_BENCH_HOST_TARGET=$$host"
 	@$(MAKE) --no-print-directory build BUILD_DIR=build-bench-untuned CMAKE_ARGS="$(CMAKE_ARGS) -DHMHA_TUNED_FILE=/nonexistent/untuned.json"
 	@py=$$(scripts/bootstrap_torch.sh) && $$py -m pip install -q --disable-pip-version-check -r bench/requirements-report.txt && \
 	    $$py bench/report.py --build-dir build-bench --untuned-build-dir build-bench-untuned --torch-python $$py $(BENCH_REPORT_ARGS)

@@ -539,8 +539,9 @@ def impl_label(impl):
 def find(records, **kw):
     out = []
     for r in records:
-        if all((list(r.get(k)) if isinstance(v, (list, tuple)) else r.get(k)) == (list(v) if isinstance(v, (list, tuple)) else v)
-               for k, v in kw.items()):
+        # A record of a run that died before printing (a signal) may lack the key.
+        if all((list(r[k]) if isinstance(v, (list, tuple)) and r.get(k) is not None else r.get(k)) ==
+               (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kw.items()):
             out.append(r)
     return out
 
