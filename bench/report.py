@@ -537,13 +537,11 @@ def impl_label(impl):
 
 
 def find(records, **kw):
-    out = []
-    for r in records:
-        # A record of a run that died before printing (a signal) may lack the key.
-        if all((list(r[k]) if isinstance(v, (list, tuple)) and r.get(k) is not None else r.get(k)) ==
-               (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kw.items()):
-            out.append(r)
-    return out
+    # Lists and tuples compare alike; a record of a run that died before
+    # printing (a signal) may lack the key (None matches nothing asked for).
+    def norm(x):
+        return list(x) if isinstance(x, (list, tuple)) else x
+    return [r for r in records if all(norm(r.get(k)) == norm(v) for k, v in kw.items())]
 
 
 def sgemm_rate(records, rows, e):

@@ -14,9 +14,10 @@
 // So it is on by default where there are 16 vector registers only.
 #pragma once
 
-#include "Halide.h"
-
 #include <algorithm>
+
+#include "Halide.h"
+#include "schedules/cpu/defaults.h"
 
 namespace hmha_gen::schedules::cpu {
 
@@ -53,8 +54,7 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
     if (p.pack_w) {
         // The task's tile_o columns of W, k-major and contiguous (tile_o x K
         // floats), read by each of its row groups in order.
-        Func wp = w.in(prod);
-        wp.compute_at(y, t).vectorize(wp.args()[0], p.vector_width, TailStrategy::GuardWithIf);
+        contiguous_copy(w, prod, LoopLevel(y, t), p.vector_width);
     }
     // Input-bound dimensions guard their tails: rounding up would read past W.
     prod.compute_at(y, ri).vectorize(o, p.vector_width, TailStrategy::GuardWithIf);

@@ -111,8 +111,8 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
 // transposed L / query_block times over), and with copy_values V is copied
 // there too, each head's rows contiguous (as in sdpa_rows below).
 inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
-                                         Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::RDom rh, Halide::Expr has_masks,
-                                         const MaskedSoftmaxParams &prm, int tile_rows) {
+                                         Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::RDom rh,
+                                         Halide::Expr has_masks, const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var io("io"), ii("ii");
@@ -133,13 +133,10 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
                            prm.score_tile_rows);
     schedule_block_attend(att, acc, LoopLevel(out, rh.x), out, v, rj, prm, tile_rows);
     if (prm.copy_values) {
-        Func rows = values.in(acc);
+        // Every head's V of the batch, each head's rows contiguous.
+        Func rows = contiguous_copy(values, acc, LoopLevel(f.weights, v.n), prm.vector_width);
         std::vector<Var> a = rows.args();  // (d, h, j, n)
-        rows.compute_at(f.weights, v.n)
-            .reorder_storage(a[0], a[2], a[1], a[3])
-            .reorder(a[0], a[2], a[1])
-            .parallel(a[1])
-            .vectorize(a[0], prm.vector_width, TailStrategy::GuardWithIf);
+        rows.reorder_storage(a[0], a[2], a[1], a[3]).reorder(a[0], a[2], a[1]).parallel(a[1]);
     }
 }
 
@@ -155,10 +152,7 @@ inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::F
     using namespace Halide;
     schedule_query_block_softmax(f, out, v.d, keys, v, rj, has_masks, prm);
     schedule_block_attend(att, acc, LoopLevel(out, Var("io")), out, v, rj, prm, tile_rows);
-    if (prm.copy_values) {
-        Func rows = values.in(acc);
-        rows.compute_at(out, v.h).vectorize(rows.args()[0], prm.vector_width, TailStrategy::GuardWithIf);
-    }
+    if (prm.copy_values) contiguous_copy(values, acc, LoopLevel(out, v.h), prm.vector_width);
 }
 
 }  // namespace hmha_gen::schedules::cpu
