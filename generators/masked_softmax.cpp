@@ -213,8 +213,8 @@ public:
         weights.set_estimates(e_.weights());
         out.set_estimates(e_.heads(e_.l));
 
-        schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, s_.v, s_.rj, has_masks,
-                                                {query_block, vw(), 0, score_rows()},
+        schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, v, s_.v, s_.rj, has_masks,
+                                                {query_block, vw(), 0, score_rows(), copy_values},
                                                 schedules::cpu::register_tile_rows(get_target()));
     }
 };

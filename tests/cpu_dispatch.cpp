@@ -157,9 +157,11 @@ void run_cases() {
         {48, 3, 29, 29, 3, true, false, true, false},  // causal: L == S
         {48, 3, 29, 29, 3, false, true, true, false},
         {8, 2, 5, 7, 1, true, true, false, true},
-        // V's rows 520 floats apart: sdpa_rows_copy_v and softmax_attend_mean_copy_v (sdpa_classes.h).
+        // V's rows 520 floats apart: the _copy_v classes of sdpa_rows,
+        // softmax_attend_mean and softmax_attend (sdpa_classes.h).
         {520, 8, 21, 19, 2, false, true, false, true},
         {520, 8, 21, 19, 2, true, true, false, true},
+        {520, 8, 21, 19, 2, true, false, false, true},
     };
     uint32_t seed = 1;
     for (const Case &c : cases) {
@@ -275,9 +277,9 @@ int main(int argc, char **argv) {
         std::printf("kernel %zu:%s -> %s\n", i + 1, line.c_str(), choice.c_str());
         chosen.insert(choice);
     }
-    // linear, sdpa_rows, softmax_attend_mean, softmax_attend and the two
+    // linear, sdpa_rows, softmax_attend_mean, softmax_attend and their three
     // _copy_v classes: each asks once per process.
-    if (kernels.size() != 6) fail("expected 6 kernels to ask once each, got " + std::to_string(kernels.size()));
+    if (kernels.size() != 7) fail("expected 7 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 
     if (!expect.empty() && chosen.size() == 1) {

@@ -514,13 +514,14 @@ TEST_CASE("reference: fused sdpa at key counts around the shape classes' key blo
     }
 }
 
-// sdpa_rows_copy_v and softmax_attend_mean_copy_v (the kernels copying each
-// head's V into contiguous rows) where the Sequence path's V rows are at least
-// kCopyValuesMinRowStride floats apart and at least kCopyValuesMinQueries
-// queries read them (sdpa_classes.h): a head_dim that is no multiple of any
-// vector (65), key counts from 1 to past a P.V tile's unrolled vectors, masks,
-// causal query chunks, appended keys and averaged weights; and just below the
-// query threshold, where the plain classes run.
+// sdpa_rows_copy_v, softmax_attend_copy_v and softmax_attend_mean_copy_v (the
+// kernels copying each head's V into contiguous rows) where the Sequence
+// path's V rows are at least kCopyValuesMinRowStride floats apart and at least
+// kCopyValuesMinQueries queries read them (sdpa_classes.h): a head_dim that is
+// no multiple of any vector (65), key counts from 1 to past a P.V tile's
+// unrolled vectors, masks, causal query chunks, appended keys, averaged and
+// per-head weights; and just below the query threshold, where the plain
+// classes run.
 TEST_CASE("reference: whole-row kernels copying V where its rows are far apart", "[reference]") {
     const int64_t E = 8 * 65;
     REQUIRE(E >= hmha::kCopyValuesMinRowStride);
@@ -528,7 +529,7 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
     uint32_t seed = 8950;
     for (int64_t L : {hmha::kCopyValuesMinQueries - 1, hmha::kCopyValuesMinQueries, int64_t{33}})
         for (int64_t S : {1, 19, 300})
-            for (int variant = 0; variant < 4; variant++) {
+            for (int variant = 0; variant < 5; variant++) {
                 Case c;
                 c.E = E;
                 c.H = 8;
@@ -536,9 +537,9 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
                 c.S = S;
                 c.N = 2;
                 c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
-                c.weights = variant == 3 ? Weights::Averaged : Weights::None;
-                c.mask = variant == 0 || variant == 3 ? MaskKind::Bool3D : MaskKind::None;
-                c.pad = variant == 1 ? PadKind::Float : PadKind::None;
+                c.weights = variant == 3 ? Weights::Averaged : variant == 4 ? Weights::PerHead : Weights::None;
+                c.mask = variant == 0 || variant >= 3 ? MaskKind::Bool3D : MaskKind::None;
+                c.pad = variant == 1 ? PadKind::Float : variant == 4 ? PadKind::Bool : PadKind::None;
                 c.causal = variant == 1;
                 c.add_bias_kv = variant == 2;
                 c.add_zero_attn = variant == 2;

@@ -114,7 +114,8 @@ const KernelSet &kernels_for(Device device) {
                                HMHA_SDPA_KT_SHORT_KEY_BLOCK,
                                hmha_softmax_attend_cpu,
                                hmha_softmax_attend_mean_cpu,
-                               hmha_softmax_attend_mean_copy_v_cpu};
+                               hmha_softmax_attend_mean_copy_v_cpu,
+                               hmha_softmax_attend_copy_v_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -153,6 +154,11 @@ decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64
         return softmax_attend_mean_copy_v;
     }
     return softmax_attend_mean;
+}
+
+decltype(&hmha_softmax_attend_cpu) KernelSet::softmax_attend_for(int64_t queries, int64_t value_row_stride) const {
+    if (softmax_attend_copy_v != nullptr && copy_values(value_row_stride, queries)) return softmax_attend_copy_v;
+    return softmax_attend;
 }
 
 KernelSet::KtClass KernelSet::kt_for(int64_t keys) const {

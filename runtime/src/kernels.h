@@ -27,6 +27,7 @@
 #include "hmha_sdpa_rows_copy_v_cpu.h"
 #include "hmha_sdpa_rows_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
+#include "hmha_softmax_attend_copy_v_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
 #include "hmha_softmax_attend_mean_copy_v_cpu.h"
 #include "hmha_softmax_attend_mean_cpu.h"
@@ -92,12 +93,18 @@ struct KernelSet {
     // The one to call for `queries` queries, V's rows `value_row_stride`
     // floats apart (sdpa_classes.h).
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean_for(int64_t queries, int64_t value_row_stride) const;
+    // softmax_attend copying each head's V into contiguous rows first (null:
+    // none), and the one of the two to call, as softmax_attend_mean_for.
+    decltype(&hmha_softmax_attend_copy_v_cpu) softmax_attend_copy_v = nullptr;
+    decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t queries, int64_t value_row_stride) const;
 };
 static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
                   std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)>,
               "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns any");
 static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), decltype(&hmha_softmax_attend_mean_cpu)>,
               "KernelSet::softmax_attend_mean_for returns either");
+static_assert(std::is_same_v<decltype(&hmha_softmax_attend_copy_v_cpu), decltype(&hmha_softmax_attend_cpu)>,
+              "KernelSet::softmax_attend_for returns either");
 
 // The kernels for `device`; throws Error when this build or machine lacks it
 // (the device API is initialised once, on first use). A family this build did

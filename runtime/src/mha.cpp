@@ -1130,10 +1130,10 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 if (ks.softmax_attend) {
                     HBuf wk = visible(wv);
                     check_status("softmax_attend",
-                                 ks.softmax_attend(qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(),
-                                                   am_f.raw_buffer(), am_b.raw_buffer(), kpm.raw_buffer(),
-                                                   masked_keys, f.is_causal, has_masks, scale, wk.raw_buffer(),
-                                                   ac.raw_buffer()));
+                                 ks.softmax_attend_for(rows, vc.dim(2).stride())(
+                                     qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
+                                     am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale,
+                                     wk.raw_buffer(), ac.raw_buffer()));
                 } else {
                     check_status("masked_softmax",
                                  ks.masked_softmax(qc.raw_buffer(), kv.raw_buffer(), am_f.raw_buffer(),

@@ -35,10 +35,10 @@ inline bool use_rows(int64_t keys) {
     return keys <= kSdpaRowsMaxKeys;
 }
 
-// sdpa_rows_copy_v and softmax_attend_mean_copy_v (the kernels copying each
-// head's V into S' contiguous rows of head_dim floats before its products)
-// where V's rows are at least kCopyValuesMinRowStride floats apart (the
-// Sequence path's V scratch: E floats or more) and at least
+// sdpa_rows_copy_v, softmax_attend_copy_v and softmax_attend_mean_copy_v (the
+// kernels copying each head's V into S' contiguous rows of head_dim floats
+// before its products) where V's rows are at least kCopyValuesMinRowStride
+// floats apart (the Sequence path's V scratch: E floats or more) and at least
 // kCopyValuesMinQueries queries read them. Measured (hmha_tune, AVX2 on
 // Zen 3, 2026-11-27, ms, plain / copied): softmax_attend_mean
 // (1, 2048, 1024, 1024, 16) 122-126 / 93-99, (1, 512, 512, 512, 8)
@@ -49,7 +49,10 @@ inline bool use_rows(int64_t keys) {
 // 5.5-6.6 / 5.1-5.9, (8, 128, 64, 512, 8) 1.9-2.4 / 1.85-2.26; E = 256
 // (4, 256, 256, 256, 4) 2.62-2.63 / 2.65-2.69 and (4, 128, 128, 256, 4)
 // 0.64-1.14 / 0.66-1.25 (AVX-512 on Zen 4, 2026-11-27: 0.42-0.48 / 0.46-0.52
-// there, and 52-59 / 50-55 at (1, 2048, 1024, 1024, 16)).
+// there, and 52-59 / 50-55 at (1, 2048, 1024, 1024, 16)); softmax_attend
+// (AVX2 on Zen 3, 2026-11-27) (1, 2048, 1024, 1024, 16) 149-161 / 123-140,
+// (1, 512, 512, 512, 8) 8.2-8.3 / 7.5-7.8, (8, 128, 128, 1024, 16)
+// 9.2-9.3 / 8.5-8.8, (4, 128, 128, 256, 4) 0.99-1.06 / 1.00-1.10.
 constexpr int64_t kCopyValuesMinRowStride = 512;
 constexpr int64_t kCopyValuesMinQueries = 16;
 

@@ -89,9 +89,10 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
 // per block in att, with attend's register tiles: tiled directly in out's
 // fused loop, its tails' guards were not split off (Halide partitions the
 // loops of a block Func, not those of a fused loop) and the accumulators
-// lived on the stack, 1.7x slower.
+// lived on the stack, 1.7x slower. With copy_values, each head's V is first
+// copied into contiguous rows per (batch, head) task, as in sdpa_rows below.
 inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
-                                    const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
+                                    Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
                                     const MaskedSoftmaxParams &prm, int tile_rows) {
     using namespace Halide;
     schedule_masked_softmax(f, v, rj, has_masks, prm);
@@ -100,6 +101,7 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
     schedule_block_attend(att, acc, LoopLevel(out, io), out, v, rj, prm, tile_rows);
+    if (prm.copy_values) contiguous_copy(values, acc, LoopLevel(f.weights, v.h), prm.vector_width);
 }
 
 // softmax_attend_mean: as softmax_attend, but parallel over batch and query
