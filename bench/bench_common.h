@@ -79,11 +79,13 @@ inline MhaInputs make_inputs(const Shape &s, bool cross) {
 }
 
 // Bytes of what the caller must hold anyway: the inputs (one tensor for
-// self-attention, query + key (= value) for cross), the output (and averaged
-// weights (N, L, S) when need_weights) and the module's parameters.
-inline double essential_bytes(const Shape &s, bool cross, bool need_weights) {
+// self-attention, query + key (= value) for cross), the output (and the
+// weights when need_weights: averaged (N, L, S), or per head (N, H, L, S))
+// and the module's parameters.
+inline double essential_bytes(const Shape &s, bool cross, bool need_weights, bool per_head_weights = false) {
+    const double weights = (double)s.N * s.L * s.S * (per_head_weights ? s.H : 1);
     double in = (double)s.N * s.L * s.E + (cross ? (double)s.N * s.S * s.E : 0.0);
-    double out = (double)s.N * s.L * s.E + (need_weights ? (double)s.N * s.L * s.S : 0.0);
+    double out = (double)s.N * s.L * s.E + (need_weights ? weights : 0.0);
     double params = 4.0 * s.E * s.E + 4.0 * s.E;
     return 4.0 * (in + out + params);
 }

@@ -9,11 +9,13 @@
 //   build/bench/hmha_bench --case IMPL --shape N,L,S,E,H [--need-weights] [--causal]
 //                          [--cross] [--min-time SEC] [--dump DIR | --ref DIR]
 //                          [--scratch auto|sequence|per-head] [--batch-chunk B]
-//                          [--gpu-attention fused|unfused]
+//                          [--gpu-attention fused|unfused] [--per-head-weights]
 //       One forward case in this (fresh) process, as one JSON line: median ms,
 //       GFLOP/s, peak resident memory, and the check against our output. IMPL is
 //       ours, blas, or a kernel set of --list (autoschedulers; needs
 //       -DHMHA_BENCH_AUTOSCHEDULERS=ON). bench/report.py drives these.
+//       --per-head-weights: need_weights with average_attn_weights=false, the
+//       weights (N, H, L, S) (ours only; torch_mha.py --ref runs nn.MHA so).
 //   build/bench/hmha_bench --sgemm ROWS,E | --kernel NAME --impl SET --shape ... |
 //                          --fma-peak | --list
 //
@@ -65,6 +67,8 @@ hmha::Device g_device = hmha::Device::CPU;
 hmha::Scratch g_scratch = hmha::Scratch::Auto;
 int64_t g_batch_chunk = 0;  // hmha::Options::batch_chunk
 hmha::GpuAttention g_gpu_attention = hmha::GpuAttention::Fused;
+// --per-head-weights: need_weights returns every head's weights, not their mean.
+bool g_per_head_weights = false;
 
 class Ours : public Impl {
 public:
@@ -102,6 +106,7 @@ public:
         }
         hmha::ForwardOptions f;
         f.need_weights = need_weights;
+        f.average_attn_weights = !g_per_head_weights;
         f.is_causal = causal;  // hmha needs no attn_mask for it (PyTorch does: torch_mha.py passes one)
         last_ = {};  // the previous result goes first: one output alive at a time
         host_out_.reset();
@@ -159,6 +164,11 @@ private:
 std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, const Shape &s, bool need_weights,
                                 std::string &why) {
     if (name == "ours") return std::make_unique<Ours>(w, s);
+    if (g_per_head_weights) {
+        why = "--per-head-weights: only ours returns per-head weights here ('" + name +
+              "' averages them; torch_mha.py runs nn.MultiheadAttention with them)";
+        return nullptr;
+    }
     if (name == "blas") return std::make_unique<Blas>(w, s);
 #ifdef HMHA_BENCH_KERNEL_SETS
     if (const KernelSet *ks = find_kernel_set(name, s)) {
@@ -327,7 +337,9 @@ int run_case(const Args &a) {
         return 2;
     }
     const Shape s{v[0], v[1], v[2], v[3], v[4]};
-    const bool nw = a.has("need-weights"), causal = a.has("causal"), cross = a.has("cross") || s.S != s.L;
+    const bool per_head = g_per_head_weights = a.has("per-head-weights");
+    const bool nw = a.has("need-weights") || per_head, causal = a.has("causal"),
+               cross = a.has("cross") || s.S != s.L;
     const double min_time = std::stod(a.get("min-time", "1.0"));
     const int min_reps = std::stoi(a.get("min-reps", "3"));
     const std::string dump = a.get("dump"), ref = a.get("ref");
@@ -336,7 +348,8 @@ int run_case(const Args &a) {
     js << "{\"impl\":" << json_str(impl_name) << ",\"shape\":" << shape_json(s)
        << ",\"need_weights\":" << (nw ? "true" : "false") << ",\"causal\":" << (causal ? "true" : "false")
        << ",\"cross\":" << (cross ? "true" : "false") << ",\"flops\":" << num(flops(s, causal))
-       << ",\"essential_bytes\":" << num(essential_bytes(s, cross, nw));
+       << ",\"essential_bytes\":" << num(essential_bytes(s, cross, nw, per_head));
+    if (per_head) js << ",\"average_attn_weights\":false";
     auto fail = [&](const std::string &why) {
         std::cout << js.str() << ",\"ok\":false,\"error\":" << json_str(why) << "}" << std::endl;
         return 0;
@@ -406,7 +419,7 @@ int run_case(const Args &a) {
     }
     const float *o = impl->out_ptr() ? impl->out_ptr() : out.data();
     const float *wo = nw ? (impl->weights_ptr() ? impl->weights_ptr() : weights.data()) : nullptr;
-    const size_t n_out = (size_t)(s.N * s.L * s.E), n_w = (size_t)(s.N * s.L * s.S);
+    const size_t n_out = (size_t)(s.N * s.L * s.E), n_w = (size_t)(s.N * s.L * s.S * (per_head ? s.H : 1));
     std::string check = "unchecked";
     double rel_out = 0, rel_w = 0;
     if (!dump.empty()) {
@@ -415,7 +428,8 @@ int run_case(const Args &a) {
         if (nw) write_file(dump + "/weights.bin", wo, n_w);
         std::ofstream(meta) << "{\"shape\":" << shape_json(s) << ",\"need_weights\":" << (nw ? "true" : "false")
                             << ",\"causal\":" << (causal ? "true" : "false") << ",\"cross\":"
-                            << (cross ? "true" : "false") << "}\n";
+                            << (cross ? "true" : "false")
+                            << ",\"average_attn_weights\":" << (per_head ? "false" : "true") << "}\n";
         check = "reference";
     } else if (!ref.empty()) {
         Diff d_out, d_w;

@@ -8,7 +8,9 @@ One case per (fresh) process, checked against our output, as one JSON line
     python bench/peers/torch_mha.py --case mha|sdpa --ref DIR [--threads 2] [--min-time 1.0] [--device cpu|cuda]
 
 DIR is what `hmha_bench --case ours --dump DIR ...` wrote: the shape and flags
-(meta.json), the inputs and parameters, and our output (and averaged weights).
+(meta.json), the inputs and parameters, and our output (and weights: averaged,
+or per head after `--per-head-weights`, which nn.MultiheadAttention then
+returns too, average_attn_weights=False).
 The inputs and parameters are loaded from there, so both run on identical data;
 the output is compared with ours (max abs diff / max |ours| <= 1e-4) before any
 run is timed.
@@ -39,9 +41,10 @@ def flops(n, l, s, e, causal):
     return proj + (attn / 2 if causal else attn)
 
 
-def essential_bytes(n, l, s, e, cross, need_weights):
+def essential_bytes(n, l, s, e, cross, need_weights, heads=1):
+    """As hmha_bench's: heads = H for per-head weights (N, H, L, S), 1 for averaged."""
     inputs = n * l * e + (n * s * e if cross else 0)
-    outputs = n * l * e + (n * l * s if need_weights else 0)
+    outputs = n * l * e + (n * heads * l * s if need_weights else 0)
     return 4.0 * (inputs + outputs + 4 * e * e + 4 * e)
 
 
@@ -100,7 +103,7 @@ def load(ref, name, shape):
     return torch.from_numpy(np.fromfile(os.path.join(ref, name), dtype=np.float32)).view(*shape).to(DEVICE)
 
 
-def build(impl, ref, n, l, s, e, h, cross, causal, need_weights):
+def build(impl, ref, n, l, s, e, h, cross, causal, need_weights, average=True):
     """The module/function under test and its inputs; returns run() -> (out, weights)."""
     query = load(ref, "query.bin", (n, l, e))
     kv = load(ref, "kv.bin", (n, s, e)) if cross else query
@@ -120,7 +123,8 @@ def build(impl, ref, n, l, s, e, h, cross, causal, need_weights):
         mask = torch.ones(l, s, dtype=torch.bool, device=DEVICE).triu(1) if causal else None
 
         def run():
-            r = mha(query, kv, kv, need_weights=need_weights, attn_mask=mask, is_causal=causal)
+            r = mha(query, kv, kv, need_weights=need_weights, attn_mask=mask, is_causal=causal,
+                    average_attn_weights=average)
             sync()
             return r
 
@@ -154,10 +158,14 @@ def run_case(args):
         meta = json.load(f)
     n, l, s, e, h = meta["shape"]
     nw, causal, cross = meta["need_weights"], meta["causal"], meta["cross"]
+    average = meta.get("average_attn_weights", True)
     impl_name = {"mha": "torch.nn.MultiheadAttention", "sdpa": "torch F.sdpa"}[args.case]
     rec = {"impl": impl_name, "shape": [n, l, s, e, h], "need_weights": nw, "causal": causal, "cross": cross,
-           "flops": flops(n, l, s, e, causal), "essential_bytes": essential_bytes(n, l, s, e, cross, nw),
+           "flops": flops(n, l, s, e, causal),
+           "essential_bytes": essential_bytes(n, l, s, e, cross, nw, 1 if average else h),
            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": DEVICE}
+    if not average:
+        rec["average_attn_weights"] = False
     rss_base = status_kb("VmRSS") * 1024
     if DEVICE == "cuda":
         # Allocated bytes (peak_delta) and what the caching allocator took from
@@ -170,7 +178,7 @@ def run_case(args):
         reserved_base = torch.cuda.memory_reserved()
     try:
         with torch.inference_mode():
-            run = build(args.case, args.ref, n, l, s, e, h, cross, causal, nw)
+            run = build(args.case, args.ref, n, l, s, e, h, cross, causal, nw, average)
             t_check = time.perf_counter()
             out, weights = run()  # checked, and a warm-up: after one of over 2 s no other (as hmha_bench)
             slow = time.perf_counter() - t_check > 2.0
