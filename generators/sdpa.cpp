@@ -47,6 +47,7 @@ public:
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
     GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows
     GeneratorParam<int> reduction_vectors{"reduction_vectors", 1, 0, 16};  // schedules/cpu/sdpa.h lane_reduction
+    GeneratorParam<bool> copy_values{"copy_values", false};  // CPU only: schedules/cpu/sdpa.h
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 4>> q{"q"};                            // (D, H, L, N)
@@ -167,7 +168,7 @@ public:
         schedules::cpu::SdpaParams prm{key_block, query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
                                        tile_rows, keys_transposed, schedules::cpu::fitting_score_tile_rows(schedules::cpu::or_default(score_tile_rows, tile_rows), t),
-                                       reduction_vectors};
+                                       reduction_vectors, copy_values};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
@@ -32,6 +33,7 @@
 
 #include "HalideRuntime.h"
 #include "hmha/hmha.h"
+#include "../runtime/src/sdpa_classes.h"
 #include "reference.h"
 
 namespace {
@@ -146,10 +148,17 @@ void fail(const std::string &what) {
 // Forward with need_weights false (linear, sdpa) and true (linear, then
 // softmax_attend_mean averaging or softmax_attend per head) against the
 // reference; odd sizes for the vector tails, a key_padding_mask and a causal case.
+// Key counts past kSdpaRowsMaxKeys that the runtime gives to sdpa_short and
+// to sdpa (the key blocks as built: CMakeLists.txt passes them).
+constexpr int64_t kShortClassKeys = hmha::kSdpaRowsMaxKeys + HMHA_SDPA_SHORT_KEY_BLOCK + 1;
+constexpr int64_t kLongClassKeys = hmha::padded_keys(hmha::kSdpaRowsMaxKeys + 1,
+                                                     std::lcm(HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK));
+
 void run_cases() {
     struct Case {
         int64_t E, H, L, S, N;
         bool need_weights, average, causal, pad;
+        int64_t kdim = 0;  // Options::kdim and vdim (0: E)
     };
     const Case cases[] = {
         {64, 4, 37, 53, 2, false, true, false, true},
@@ -162,17 +171,28 @@ void run_cases() {
         {520, 8, 21, 19, 2, false, true, false, true},
         {520, 8, 21, 19, 2, true, true, false, true},
         {520, 8, 21, 19, 2, true, false, false, true},
+        // And past kSdpaRowsMaxKeys: sdpa_short_copy_v, then sdpa_copy_v (a
+        // multiple of both key blocks: the long one pads no more). Keys and
+        // values of 8 features keep the reference's projections cheap;
+        // projected, V's rows are still E floats apart.
+        {520, 8, 17, kShortClassKeys, 1, false, true, false, true, 8},
+        {520, 8, 17, kLongClassKeys, 1, false, true, false, true, 8},
     };
+    static_assert(hmha::use_short_key_block(kShortClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
+                  !hmha::use_short_key_block(kLongClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
+                  !hmha::use_rows(kShortClassKeys) && !hmha::use_rows(kLongClassKeys));
     uint32_t seed = 1;
     for (const Case &c : cases) {
         std::mt19937 rng(seed++);
         hmha::Options o;
         o.embed_dim = c.E;
         o.num_heads = c.H;
+        o.kdim = o.vdim = c.kdim;
+        const int64_t kv_features = c.kdim ? c.kdim : c.E;
         const auto sd = random_state_dict(o, rng);
         const hmha::Tensor q = random_tensor({c.L, c.N, c.E}, rng);
-        const hmha::Tensor k = random_tensor({c.S, c.N, c.E}, rng);
-        const hmha::Tensor v = random_tensor({c.S, c.N, c.E}, rng);
+        const hmha::Tensor k = random_tensor({c.S, c.N, kv_features}, rng);
+        const hmha::Tensor v = random_tensor({c.S, c.N, kv_features}, rng);
         hmha::ForwardOptions fo;
         fo.need_weights = c.need_weights;
         fo.average_attn_weights = c.average;
@@ -277,9 +297,10 @@ int main(int argc, char **argv) {
         std::printf("kernel %zu:%s -> %s\n", i + 1, line.c_str(), choice.c_str());
         chosen.insert(choice);
     }
-    // linear, sdpa_rows, softmax_attend_mean, softmax_attend and their three
-    // _copy_v classes: each asks once per process.
-    if (kernels.size() != 7) fail("expected 7 kernels to ask once each, got " + std::to_string(kernels.size()));
+    // linear, sdpa_rows, softmax_attend_mean, softmax_attend, their three
+    // _copy_v classes, sdpa_short_copy_v and sdpa_copy_v: each asks once per
+    // process.
+    if (kernels.size() != 9) fail("expected 9 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 
     if (!expect.empty() && chosen.size() == 1) {

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -521,7 +522,9 @@ TEST_CASE("reference: fused sdpa at key counts around the shape classes' key blo
 // no multiple of any vector (65), key counts from 1 to past a P.V tile's
 // unrolled vectors, masks, causal query chunks, appended keys, averaged and
 // per-head weights; and just below the query threshold, where the plain
-// classes run.
+// classes run. Then sdpa_copy_v and sdpa_short_copy_v past kSdpaRowsMaxKeys
+// (keys and values of 8 features keep the reference's projections cheap;
+// projected, V's rows are still E floats apart).
 TEST_CASE("reference: whole-row kernels copying V where its rows are far apart", "[reference]") {
     const int64_t E = 8 * 65;
     REQUIRE(E >= hmha::kCopyValuesMinRowStride);
@@ -550,6 +553,37 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
             }
     CHECK(copy_runs > 0);
     CHECK(plain_runs > 0);
+
+    const int64_t kb = HMHA_SDPA_KEY_BLOCK, kb_short = HMHA_SDPA_SHORT_KEY_BLOCK;
+    int short_runs = 0, long_runs = 0;
+    // Short: one key past the short blocks; long: a multiple of both blocks
+    // (the long one pads no more), and with two appended keys the short one.
+    for (int64_t S : {hmha::kSdpaRowsMaxKeys + kb_short + 1,
+                      hmha::padded_keys(hmha::kSdpaRowsMaxKeys + 1, std::lcm(kb, kb_short))})
+        for (int variant = 0; variant < 2; variant++) {
+            Case c;
+            c.E = E;
+            c.H = 8;
+            c.L = variant == 0 ? hmha::kCopyValuesMinQueries : 37;
+            c.S = S;
+            c.N = 1;
+            c.kdim = c.vdim = 8;
+            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.weights = Weights::None;
+            c.mask = variant == 0 ? MaskKind::Bool3D : MaskKind::None;
+            c.pad = variant == 1 ? PadKind::Float : PadKind::None;
+            c.add_bias_kv = variant == 1;
+            c.add_zero_attn = variant == 1;
+            c.hide_p = 0.2;
+            c.scratch = hmha::Scratch::Sequence;
+            const int64_t keys = S + (variant == 1 ? 2 : 0);
+            REQUIRE(!hmha::use_rows(keys));
+            REQUIRE(hmha::copy_values(E, c.L));
+            (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
+            run_case(c, seed++);
+        }
+    CHECK(short_runs > 0);
+    CHECK(long_runs > 0);
 }
 
 // The CPU's whole-row kernels (softmax_attend, softmax_attend_mean when

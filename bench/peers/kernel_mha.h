@@ -28,27 +28,23 @@ using HeadMeanFn = int (*)(hb *weights, hb *mean);
 
 // One scheduler's kernels; a null entry is a kernel that scheduler failed on.
 struct KernelSet {
-    const char *name;  // "ours", "Li2018", ...
-    LinearFn linear;
-    SdpaFn sdpa;
-    SoftmaxFn masked_softmax;
-    AttendFn attend;
-    HeadMeanFn head_mean;
-    // Ours only: the short-key sdpa class and both key blocks, and the
-    // whole-rows class; called as the runtime does (runtime/src/kernels.cpp,
-    // KernelSet::sdpa_for).
+    const char *name = nullptr;  // "ours", "Li2018", ...
+    LinearFn linear = nullptr;
+    SdpaFn sdpa = nullptr;
+    SoftmaxFn masked_softmax = nullptr;
+    AttendFn attend = nullptr;
+    HeadMeanFn head_mean = nullptr;
+    // Ours only: the short-key sdpa class and both key blocks, the whole-rows
+    // class, and the three classes' _copy_v twins; called as the runtime does
+    // (hmha::choose_sdpa, runtime/src/sdpa_classes.h).
     SdpaFn sdpa_short = nullptr;
     int sdpa_key_block = 0, sdpa_short_key_block = 0;
-    SdpaFn sdpa_rows = nullptr, sdpa_rows_copy_v = nullptr;
+    SdpaFn sdpa_rows = nullptr, sdpa_rows_copy_v = nullptr, sdpa_copy_v = nullptr, sdpa_short_copy_v = nullptr;
     // Autoscheduled sets: the shape "N,L,S,E,H" whose estimates they were
     // scheduled with (null: ours).
     const char *estimate = nullptr;
     SdpaFn sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const {
-        if (sdpa_rows && hmha::use_rows(keys)) {
-            return sdpa_rows_copy_v && hmha::copy_values(value_row_stride, queries) ? sdpa_rows_copy_v : sdpa_rows;
-        }
-        return sdpa_short && hmha::use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short
-                                                                                                  : sdpa;
+        return hmha::choose_sdpa(*this, keys, queries, value_row_stride);
     }
     bool can_forward(bool need_weights) const {
         return linear && (need_weights ? masked_softmax && attend && head_mean : sdpa != nullptr);

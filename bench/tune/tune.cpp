@@ -103,12 +103,12 @@ bool is_kernel(const std::string &k) {
 // Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
 std::function<void()> build(const std::string &kernel, const Params &params, const Shape &s, const Target &target) {
     auto gen = Internal::GeneratorRegistry::create(generator_of(kernel), GeneratorContext(target));
-    // sdpa_rows, softmax_attend and softmax_attend_mean run as the runtime
-    // calls them at s: as their _copy_v classes where V's rows (E floats apart
-    // here) are far apart (sdpa_classes.h), unless the variant names
-    // copy_values itself.
-    if ((kernel == "sdpa_rows" || kernel == "softmax_attend" || kernel == "softmax_attend_mean") &&
-        params.count("copy_values") == 0) {
+    // The kernels with _copy_v classes run as the runtime calls them at s: as
+    // those where V's rows (E floats apart here) are far apart
+    // (sdpa_classes.h), unless the variant names copy_values itself.
+    const bool has_copy_v_class = kernel == "sdpa" || kernel == "sdpa_short" || kernel == "sdpa_rows" ||
+                                  kernel == "softmax_attend" || kernel == "softmax_attend_mean";
+    if (has_copy_v_class && params.count("copy_values") == 0) {
         gen->set_generatorparam_value("copy_values", hmha::copy_values(s.E, s.L) ? "true" : "false");
     }
     for (const auto &[k, v] : params) gen->set_generatorparam_value(k, v);

@@ -96,26 +96,26 @@ int transfer_bytes(const Tensor &t, const char *what) {
 }  // namespace
 
 const KernelSet &kernels_for(Device device) {
-    static const KernelSet cpu{hmha_linear_cpu,
-                               hmha_sdpa_cpu,
-                               hmha_masked_softmax_cpu,
-                               hmha_attend_cpu,
-                               hmha_head_mean_cpu,
-                               nullptr,
-                               nullptr,
-                               hmha_sdpa_short_cpu,
-                               HMHA_SDPA_KEY_BLOCK,
-                               HMHA_SDPA_SHORT_KEY_BLOCK,
-                               hmha_sdpa_rows_cpu,
-                               hmha_sdpa_rows_copy_v_cpu,
-                               hmha_sdpa_kt_cpu,
-                               hmha_sdpa_kt_short_cpu,
-                               HMHA_SDPA_KT_KEY_BLOCK,
-                               HMHA_SDPA_KT_SHORT_KEY_BLOCK,
-                               hmha_softmax_attend_cpu,
-                               hmha_softmax_attend_mean_cpu,
-                               hmha_softmax_attend_mean_copy_v_cpu,
-                               hmha_softmax_attend_copy_v_cpu};
+    static const KernelSet cpu{.linear = hmha_linear_cpu,
+                               .sdpa = hmha_sdpa_cpu,
+                               .masked_softmax = hmha_masked_softmax_cpu,
+                               .attend = hmha_attend_cpu,
+                               .head_mean = hmha_head_mean_cpu,
+                               .sdpa_short = hmha_sdpa_short_cpu,
+                               .sdpa_key_block = HMHA_SDPA_KEY_BLOCK,
+                               .sdpa_short_key_block = HMHA_SDPA_SHORT_KEY_BLOCK,
+                               .sdpa_rows = hmha_sdpa_rows_cpu,
+                               .sdpa_rows_copy_v = hmha_sdpa_rows_copy_v_cpu,
+                               .sdpa_copy_v = hmha_sdpa_copy_v_cpu,
+                               .sdpa_short_copy_v = hmha_sdpa_short_copy_v_cpu,
+                               .sdpa_kt = hmha_sdpa_kt_cpu,
+                               .sdpa_kt_short = hmha_sdpa_kt_short_cpu,
+                               .sdpa_kt_key_block = HMHA_SDPA_KT_KEY_BLOCK,
+                               .sdpa_kt_short_key_block = HMHA_SDPA_KT_SHORT_KEY_BLOCK,
+                               .softmax_attend = hmha_softmax_attend_cpu,
+                               .softmax_attend_mean = hmha_softmax_attend_mean_cpu,
+                               .softmax_attend_mean_copy_v = hmha_softmax_attend_mean_copy_v_cpu,
+                               .softmax_attend_copy_v = hmha_softmax_attend_copy_v_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -141,11 +141,7 @@ const KernelSet &kernels_for(Device device) {
 }
 
 decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const {
-    if (sdpa_rows != nullptr && use_rows(keys)) {
-        return sdpa_rows_copy_v != nullptr && copy_values(value_row_stride, queries) ? sdpa_rows_copy_v : sdpa_rows;
-    }
-    if (sdpa_short == nullptr) return sdpa;
-    return use_short_key_block(keys, sdpa_key_block, sdpa_short_key_block) ? sdpa_short : sdpa;
+    return choose_sdpa(*this, keys, queries, value_row_stride);
 }
 
 decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t queries,

@@ -21,11 +21,13 @@
 #include "hmha_head_mean_cpu.h"
 #include "hmha_linear_cpu.h"
 #include "hmha_masked_softmax_cpu.h"
+#include "hmha_sdpa_copy_v_cpu.h"
 #include "hmha_sdpa_cpu.h"
 #include "hmha_sdpa_kt_cpu.h"
 #include "hmha_sdpa_kt_short_cpu.h"
 #include "hmha_sdpa_rows_copy_v_cpu.h"
 #include "hmha_sdpa_rows_cpu.h"
+#include "hmha_sdpa_short_copy_v_cpu.h"
 #include "hmha_sdpa_short_cpu.h"
 #include "hmha_softmax_attend_copy_v_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
@@ -66,8 +68,11 @@ struct KernelSet {
     // And one with whole rows of keys (no key blocks), for at most
     // kSdpaRowsMaxKeys keys (null: none).
     decltype(&hmha_sdpa_rows_cpu) sdpa_rows = nullptr;
-    // sdpa_rows copying each head's V into contiguous rows first (null: none).
+    // sdpa_rows, sdpa and sdpa_short copying each head's V into contiguous
+    // rows first (null: none).
     decltype(&hmha_sdpa_rows_copy_v_cpu) sdpa_rows_copy_v = nullptr;
+    decltype(&hmha_sdpa_copy_v_cpu) sdpa_copy_v = nullptr;
+    decltype(&hmha_sdpa_short_copy_v_cpu) sdpa_short_copy_v = nullptr;
     // The sdpa to call for `keys` keys and `queries` queries, V's rows
     // `value_row_stride` floats apart (sdpa_classes.h).
     decltype(&hmha_sdpa_cpu) sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const;
@@ -99,7 +104,9 @@ struct KernelSet {
     decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t queries, int64_t value_row_stride) const;
 };
 static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
-                  std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)>,
+                  std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&
+                  std::is_same_v<decltype(&hmha_sdpa_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&
+                  std::is_same_v<decltype(&hmha_sdpa_short_copy_v_cpu), decltype(&hmha_sdpa_cpu)>,
               "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns any");
 static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), decltype(&hmha_softmax_attend_mean_cpu)>,
               "KernelSet::softmax_attend_mean_for returns either");

@@ -1,10 +1,11 @@
 // The CPU fused attention's shape classes (CMakeLists.txt, HMHA_CPU_CLASS_KERNELS):
 // `sdpa` with long key blocks, `sdpa_short` with short ones (both the online
 // softmax over key blocks), and `sdpa_rows`, which takes a query block's whole
-// rows of keys at once and pads none. Which one a call with `keys` keys runs is
-// decided here, for the runtime (kernels.cpp), the bench's kernel driver
-// (bench/peers/kernel_mha.h) and the test that checks every class ran
-// (tests/test_reference.cpp). Dependency-free on purpose.
+// rows of keys at once and pads none; each also built copying each head's V
+// into contiguous rows first (_copy_v). Which one a call runs is decided here
+// (choose_sdpa), for the runtime (kernels.cpp), the bench's kernel driver
+// (bench/peers/kernel_mha.h) and the tests that check every class ran
+// (tests/test_reference.cpp, tests/cpu_dispatch.cpp). Dependency-free on purpose.
 #pragma once
 
 #include <cstdint>
@@ -12,13 +13,13 @@
 namespace hmha {
 
 // Keys rounded up to whole blocks of `block`.
-inline int64_t padded_keys(int64_t keys, int64_t block) {
+constexpr int64_t padded_keys(int64_t keys, int64_t block) {
     return (keys + block - 1) / block * block;
 }
 
 // Whether the short class pads `keys` less than the long one; the long one
 // wins a tie (its bigger blocks run faster when both are full).
-inline bool use_short_key_block(int64_t keys, int64_t key_block, int64_t short_key_block) {
+constexpr bool use_short_key_block(int64_t keys, int64_t key_block, int64_t short_key_block) {
     return padded_keys(keys, short_key_block) < padded_keys(keys, key_block);
 }
 
@@ -31,7 +32,7 @@ inline bool use_short_key_block(int64_t keys, int64_t key_block, int64_t short_k
 // (1, 512, S, 512, 8) still 12.4 / 12.7 at 2048 and even at 4096.
 constexpr int64_t kSdpaRowsMaxKeys = 1024;
 
-inline bool use_rows(int64_t keys) {
+constexpr bool use_rows(int64_t keys) {
     return keys <= kSdpaRowsMaxKeys;
 }
 
@@ -56,8 +57,24 @@ inline bool use_rows(int64_t keys) {
 constexpr int64_t kCopyValuesMinRowStride = 512;
 constexpr int64_t kCopyValuesMinQueries = 16;
 
-inline bool copy_values(int64_t value_row_stride, int64_t queries) {
+constexpr bool copy_values(int64_t value_row_stride, int64_t queries) {
     return value_row_stride >= kCopyValuesMinRowStride && queries >= kCopyValuesMinQueries;
+}
+
+// The sdpa class to call for `keys` keys and `queries` queries, V's rows
+// `value_row_stride` floats apart, from a set `ks` with fields sdpa,
+// sdpa_short, sdpa_rows and their _copy_v twins (any null: not built) and
+// sdpa_key_block, sdpa_short_key_block: the runtime's KernelSet
+// (runtime/src/kernels.h) and the bench driver's (bench/peers/kernel_mha.h).
+template <class Set>
+auto choose_sdpa(const Set &ks, int64_t keys, int64_t queries, int64_t value_row_stride) {
+    const bool copy = copy_values(value_row_stride, queries);
+    auto pick = [copy](auto plain, auto copying) { return copy && copying != nullptr ? copying : plain; };
+    if (ks.sdpa_rows != nullptr && use_rows(keys)) return pick(ks.sdpa_rows, ks.sdpa_rows_copy_v);
+    if (ks.sdpa_short != nullptr && use_short_key_block(keys, ks.sdpa_key_block, ks.sdpa_short_key_block)) {
+        return pick(ks.sdpa_short, ks.sdpa_short_copy_v);
+    }
+    return pick(ks.sdpa, ks.sdpa_copy_v);
 }
 
 }  // namespace hmha

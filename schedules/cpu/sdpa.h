@@ -34,6 +34,16 @@
 // P.V tiles of 4 vectors x 4 or 6 queries, and Q.K^T in chunks of 32, 64 or
 // 128 keys for every query of the block (before and after the padding) were
 // no faster (bench/results/amd-epyc-zen4-2core-2026-11-26-sdpa-tiles-experiment.md).
+// With copy_values, each head's V is first copied into S' contiguous rows of
+// head_dim floats where K is transposed (per (batch, head) task), as the
+// whole-row kernels do (masked_softmax.h): in the runtime's Sequence path V's
+// rows are E floats apart, and a key block's P.V tiles walking rows 4 KiB
+// apart (E = 1024) miss L1 on every row. Measured with hmha_tune --variants
+// on AVX2 (Zen 3, 2026-11-27; key blocks of 512, query blocks of 32, ms,
+// plain / copied per head / copied per key block at the scan's step):
+// (1, 256, 4096, 1024, 16) 60-68 / 50-59 / 52-60; (4, 128, 2048, 512, 8)
+// 29-31 / 25-29 / 26-27; (1, 16, 2048, 1024, 16) 8.5-8.9 / 7.6-7.7 / 7.8-8.0;
+// (2, 256, 2048, 256, 4) 14.0-14.6 / 13.3-14.2 / 15.8-16.8.
 #pragma once
 
 #include "Halide.h"
@@ -49,6 +59,7 @@ struct SdpaParams {
     bool keys_transposed = false;  // K^T is the input: no per-head transpose
     int score_tile_rows = 4;  // queries per Q.K^T register tile
     int reduction_vectors = 0;  // running values of the block max / sum, in vectors (0: fold each vector)
+    bool copy_values = false;  // each head's V copied into contiguous rows first
 };
 
 struct SdpaFuncs {
@@ -124,6 +135,7 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
         .unroll(v.d)
         .unroll(v.i);
     f.block_pv.update().reorder(v.d, v.i, rj.x).vectorize(v.d, vw, guard).unroll(v.d).unroll(v.i);
+    if (prm.copy_values) contiguous_copy(f.vc, f.block_pv, LoopLevel(f.out, v.h), vw);
 }
 
 }  // namespace hmha_gen::schedules::cpu
