@@ -36,10 +36,11 @@ constexpr bool use_rows(int64_t keys) {
     return keys <= kSdpaRowsMaxKeys;
 }
 
-// sdpa_rows_copy_v, softmax_attend_copy_v and softmax_attend_mean_copy_v (the
-// kernels copying each head's V into S' contiguous rows of head_dim floats
-// before its products) where V's rows are at least kCopyValuesMinRowStride
-// floats apart (the Sequence path's V scratch: E floats or more) and at least
+// The _copy_v classes (sdpa_copy_v, sdpa_short_copy_v, sdpa_rows_copy_v,
+// softmax_attend_copy_v, softmax_attend_mean_copy_v: the kernels copying each
+// head's V into S' contiguous rows of head_dim floats before its products)
+// where V's rows are at least kCopyValuesMinRowStride floats apart (the
+// Sequence path's V scratch: E floats or more) and at least
 // kCopyValuesMinQueries queries read them. Measured (hmha_tune, AVX2 on
 // Zen 3, 2026-11-27, ms, plain / copied): softmax_attend_mean
 // (1, 2048, 1024, 1024, 16) 122-126 / 93-99, (1, 512, 512, 512, 8)
@@ -53,7 +54,8 @@ constexpr bool use_rows(int64_t keys) {
 // there, and 52-59 / 50-55 at (1, 2048, 1024, 1024, 16)); softmax_attend
 // (AVX2 on Zen 3, 2026-11-27) (1, 2048, 1024, 1024, 16) 149-161 / 123-140,
 // (1, 512, 512, 512, 8) 8.2-8.3 / 7.5-7.8, (8, 128, 128, 1024, 16)
-// 9.2-9.3 / 8.5-8.8, (4, 128, 128, 256, 4) 0.99-1.06 / 1.00-1.10.
+// 9.2-9.3 / 8.5-8.8, (4, 128, 128, 256, 4) 0.99-1.06 / 1.00-1.10; the
+// online classes in schedules/cpu/sdpa.h.
 constexpr int64_t kCopyValuesMinRowStride = 512;
 constexpr int64_t kCopyValuesMinQueries = 16;
 
