@@ -146,15 +146,11 @@ decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int6
 
 decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t queries,
                                                                           int64_t value_row_stride) const {
-    if (softmax_attend_mean_copy_v != nullptr && copy_values(value_row_stride, queries)) {
-        return softmax_attend_mean_copy_v;
-    }
-    return softmax_attend_mean;
+    return plain_or_copy_v(softmax_attend_mean, softmax_attend_mean_copy_v, queries, value_row_stride);
 }
 
 decltype(&hmha_softmax_attend_cpu) KernelSet::softmax_attend_for(int64_t queries, int64_t value_row_stride) const {
-    if (softmax_attend_copy_v != nullptr && copy_values(value_row_stride, queries)) return softmax_attend_copy_v;
-    return softmax_attend;
+    return plain_or_copy_v(softmax_attend, softmax_attend_copy_v, queries, value_row_stride);
 }
 
 KernelSet::KtClass KernelSet::kt_for(int64_t keys) const {

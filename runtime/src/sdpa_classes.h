@@ -63,6 +63,13 @@ constexpr bool copy_values(int64_t value_row_stride, int64_t queries) {
     return value_row_stride >= kCopyValuesMinRowStride && queries >= kCopyValuesMinQueries;
 }
 
+// A kernel or its _copy_v class (`copying`, null where not built) for
+// `queries` queries reading V's rows `value_row_stride` floats apart.
+template <class Fn>
+constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t queries, int64_t value_row_stride) {
+    return copying != nullptr && copy_values(value_row_stride, queries) ? copying : plain;
+}
+
 // The sdpa class to call for `keys` keys and `queries` queries, V's rows
 // `value_row_stride` floats apart, from a set `ks` with fields sdpa,
 // sdpa_short, sdpa_rows and their _copy_v twins (any null: not built) and
@@ -70,8 +77,7 @@ constexpr bool copy_values(int64_t value_row_stride, int64_t queries) {
 // (runtime/src/kernels.h) and the bench driver's (bench/peers/kernel_mha.h).
 template <class Set>
 auto choose_sdpa(const Set &ks, int64_t keys, int64_t queries, int64_t value_row_stride) {
-    const bool copy = copy_values(value_row_stride, queries);
-    auto pick = [copy](auto plain, auto copying) { return copy && copying != nullptr ? copying : plain; };
+    auto pick = [&](auto plain, auto copying) { return plain_or_copy_v(plain, copying, queries, value_row_stride); };
     if (ks.sdpa_rows != nullptr && use_rows(keys)) return pick(ks.sdpa_rows, ks.sdpa_rows_copy_v);
     if (ks.sdpa_short != nullptr && use_short_key_block(keys, ks.sdpa_key_block, ks.sdpa_short_key_block)) {
         return pick(ks.sdpa_short, ks.sdpa_short_copy_v);
