@@ -524,7 +524,8 @@ TEST_CASE("reference: fused sdpa at key counts around the shape classes' key blo
 // per-head weights; and just below the query threshold, where the plain
 // classes run. Then sdpa_copy_v and sdpa_short_copy_v past kSdpaRowsMaxKeys
 // (keys and values of 8 features keep the reference's projections cheap;
-// projected, V's rows are still E floats apart).
+// projected, V's rows are still E floats apart), and rows closer together
+// read by many keys.
 TEST_CASE("reference: whole-row kernels copying V where its rows are far apart", "[reference]") {
     const int64_t E = 8 * 65;
     REQUIRE(E >= hmha::kCopyValuesMinRowStride);
@@ -548,7 +549,7 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
                 c.add_zero_attn = variant == 2;
                 c.hide_p = 0.2;
                 c.scratch = hmha::Scratch::Sequence;
-                (hmha::copy_values(E, L) ? copy_runs : plain_runs)++;
+                (hmha::copy_values(E, L, S) ? copy_runs : plain_runs)++;
                 run_case(c, seed++);
             }
     CHECK(copy_runs > 0);
@@ -578,12 +579,39 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
             c.scratch = hmha::Scratch::Sequence;
             const int64_t keys = S + (variant == 1 ? 2 : 0);
             REQUIRE(!hmha::use_rows(keys));
-            REQUIRE(hmha::copy_values(E, c.L));
+            REQUIRE(hmha::copy_values(E, c.L, keys));
             (hmha::use_short_key_block(keys, kb, kb_short) ? short_runs : long_runs)++;
             run_case(c, seed++);
         }
     CHECK(short_runs > 0);
     CHECK(long_runs > 0);
+
+    // Rows closer than kCopyValuesMinRowStride, copied where many keys are
+    // read: at and just below kCopyValuesManyKeys (whole rows), and past
+    // kSdpaRowsMaxKeys (online), with every kind of weights.
+    const int64_t E_near = 4 * 65;
+    REQUIRE(E_near >= hmha::kCopyValuesManyKeysMinRowStride);
+    REQUIRE(E_near < hmha::kCopyValuesMinRowStride);
+    int near_copy_runs = 0, near_plain_runs = 0;
+    for (int64_t S : {hmha::kCopyValuesManyKeys - 1, hmha::kCopyValuesManyKeys, hmha::kSdpaRowsMaxKeys + kb_short + 1})
+        for (Weights w : {Weights::None, Weights::Averaged, Weights::PerHead}) {
+            Case c;
+            c.E = E_near;
+            c.H = 4;
+            c.L = hmha::kCopyValuesMinQueries + 1;
+            c.S = S;
+            c.N = 1;
+            c.kdim = c.vdim = 8;
+            c.weights = w;
+            c.mask = w == Weights::PerHead ? MaskKind::Bool3D : MaskKind::None;
+            c.pad = w == Weights::Averaged ? PadKind::Float : PadKind::None;
+            c.hide_p = 0.2;
+            c.scratch = hmha::Scratch::Sequence;
+            (hmha::copy_values(E_near, c.L, S) ? near_copy_runs : near_plain_runs)++;
+            run_case(c, seed++);
+        }
+    CHECK(near_copy_runs > 0);
+    CHECK(near_plain_runs > 0);
 }
 
 // The CPU's whole-row kernels (softmax_attend, softmax_attend_mean when

@@ -109,7 +109,7 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
     const bool has_copy_v_class = kernel == "sdpa" || kernel == "sdpa_short" || kernel == "sdpa_rows" ||
                                   kernel == "softmax_attend" || kernel == "softmax_attend_mean";
     if (has_copy_v_class && params.count("copy_values") == 0) {
-        gen->set_generatorparam_value("copy_values", hmha::copy_values(s.E, s.L) ? "true" : "false");
+        gen->set_generatorparam_value("copy_values", hmha::copy_values(s.E, s.L, s.S) ? "true" : "false");
     }
     for (const auto &[k, v] : params) gen->set_generatorparam_value(k, v);
     Pipeline p = gen->build_pipeline();

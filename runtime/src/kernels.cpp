@@ -144,13 +144,14 @@ decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int6
     return choose_sdpa(*this, keys, queries, value_row_stride);
 }
 
-decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t queries,
+decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t keys, int64_t queries,
                                                                           int64_t value_row_stride) const {
-    return plain_or_copy_v(softmax_attend_mean, softmax_attend_mean_copy_v, queries, value_row_stride);
+    return plain_or_copy_v(softmax_attend_mean, softmax_attend_mean_copy_v, keys, queries, value_row_stride);
 }
 
-decltype(&hmha_softmax_attend_cpu) KernelSet::softmax_attend_for(int64_t queries, int64_t value_row_stride) const {
-    return plain_or_copy_v(softmax_attend, softmax_attend_copy_v, queries, value_row_stride);
+decltype(&hmha_softmax_attend_cpu) KernelSet::softmax_attend_for(int64_t keys, int64_t queries,
+                                                                int64_t value_row_stride) const {
+    return plain_or_copy_v(softmax_attend, softmax_attend_copy_v, keys, queries, value_row_stride);
 }
 
 KernelSet::KtClass KernelSet::kt_for(int64_t keys) const {

@@ -95,13 +95,15 @@ struct KernelSet {
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean = nullptr;
     // And copying each head's V into contiguous rows first (null: none).
     decltype(&hmha_softmax_attend_mean_copy_v_cpu) softmax_attend_mean_copy_v = nullptr;
-    // The one to call for `queries` queries, V's rows `value_row_stride`
-    // floats apart (sdpa_classes.h).
-    decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean_for(int64_t queries, int64_t value_row_stride) const;
+    // The one to call for `queries` queries reading `keys` rows of V
+    // `value_row_stride` floats apart (sdpa_classes.h).
+    decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean_for(int64_t keys, int64_t queries,
+                                                                   int64_t value_row_stride) const;
     // softmax_attend copying each head's V into contiguous rows first (null:
     // none), and the one of the two to call, as softmax_attend_mean_for.
     decltype(&hmha_softmax_attend_copy_v_cpu) softmax_attend_copy_v = nullptr;
-    decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t queries, int64_t value_row_stride) const;
+    decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t keys, int64_t queries,
+                                                          int64_t value_row_stride) const;
 };
 static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
                   std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&

@@ -1118,7 +1118,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                     HBuf mc = mean_all.cropped(1, (int)i0, (int)rows);
                     HBuf mk = visible(mc);
                     check_status("softmax_attend_mean",
-                                 ks.softmax_attend_mean_for(rows, vc.dim(2).stride())(
+                                 ks.softmax_attend_mean_for(keys, rows, vc.dim(2).stride())(
                                      qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                      am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale,
                                      mk.raw_buffer(), ac.raw_buffer()));
@@ -1130,7 +1130,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
                 if (ks.softmax_attend) {
                     HBuf wk = visible(wv);
                     check_status("softmax_attend",
-                                 ks.softmax_attend_for(rows, vc.dim(2).stride())(
+                                 ks.softmax_attend_for(keys, rows, vc.dim(2).stride())(
                                      qc.raw_buffer(), kc.raw_buffer(), vc.raw_buffer(), am_f.raw_buffer(),
                                      am_b.raw_buffer(), kpm.raw_buffer(), masked_keys, f.is_causal, has_masks, scale,
                                      wk.raw_buffer(), ac.raw_buffer()));

@@ -40,8 +40,8 @@ constexpr bool use_rows(int64_t keys) {
 // softmax_attend_copy_v, softmax_attend_mean_copy_v: the kernels copying each
 // head's V into S' contiguous rows of head_dim floats before its products)
 // where V's rows are at least kCopyValuesMinRowStride floats apart (the
-// Sequence path's V scratch: E floats or more) and at least
-// kCopyValuesMinQueries queries read them. Measured (hmha_tune, AVX2 on
+// Sequence path's V scratch: E floats or more; or closer with many keys,
+// below) and at least kCopyValuesMinQueries queries read them. Measured (hmha_tune, AVX2 on
 // Zen 3, 2026-11-27, ms, plain / copied): softmax_attend_mean
 // (1, 2048, 1024, 1024, 16) 122-126 / 93-99, (1, 512, 512, 512, 8)
 // 6.3-7.6 / 6.2-7.0, (4, 128, 128, 256, 4) 0.98-1.00 / 0.87-0.97; sdpa_rows E = 1024
@@ -56,18 +56,30 @@ constexpr bool use_rows(int64_t keys) {
 // (1, 512, 512, 512, 8) 8.2-8.3 / 7.5-7.8, (8, 128, 128, 1024, 16)
 // 9.2-9.3 / 8.5-8.8, (4, 128, 128, 256, 4) 0.99-1.06 / 1.00-1.10; the
 // online classes in schedules/cpu/sdpa.h.
+// Rows closer than that are copied too where at least kCopyValuesManyKeys keys
+// are read and the rows are at least kCopyValuesManyKeysMinRowStride floats
+// apart (same machine and date, plain / copied): sdpa_rows (1, 1024, 1024,
+// 256, 4) 10.0-10.1 / 8.5-8.8, (2, 256, 1024, 256, 4) 5.4-5.7 / 4.7-4.8,
+// (1, 1024, 1024, 384, 6) 15.4-16.4 / 13.2-13.3; softmax_attend_mean
+// (1, 512, 2048, 256, 4) 15.0-15.1 / 13.3, (1, 1024, 1024, 384, 6)
+// 18.9-19.2 / 17.1-17.3; a tie at (1, 256, 1024, 320, 5) (1280-byte rows
+// alias less) and on 256 keys or fewer ((4, 256, 256, 256, 4) above).
 constexpr int64_t kCopyValuesMinRowStride = 512;
 constexpr int64_t kCopyValuesMinQueries = 16;
+constexpr int64_t kCopyValuesManyKeys = 1024;
+constexpr int64_t kCopyValuesManyKeysMinRowStride = 256;
 
-constexpr bool copy_values(int64_t value_row_stride, int64_t queries) {
-    return value_row_stride >= kCopyValuesMinRowStride && queries >= kCopyValuesMinQueries;
+constexpr bool copy_values(int64_t value_row_stride, int64_t queries, int64_t keys) {
+    const bool far_apart = value_row_stride >= kCopyValuesMinRowStride ||
+                           (value_row_stride >= kCopyValuesManyKeysMinRowStride && keys >= kCopyValuesManyKeys);
+    return far_apart && queries >= kCopyValuesMinQueries;
 }
 
 // A kernel or its _copy_v class (`copying`, null where not built) for
-// `queries` queries reading V's rows `value_row_stride` floats apart.
+// `queries` queries reading `keys` rows of V `value_row_stride` floats apart.
 template <class Fn>
-constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t queries, int64_t value_row_stride) {
-    return copying != nullptr && copy_values(value_row_stride, queries) ? copying : plain;
+constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t keys, int64_t queries, int64_t value_row_stride) {
+    return copying != nullptr && copy_values(value_row_stride, queries, keys) ? copying : plain;
 }
 
 // The sdpa class to call for `keys` keys and `queries` queries, V's rows
@@ -77,7 +89,9 @@ constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t queries, int64_t valu
 // (runtime/src/kernels.h) and the bench driver's (bench/peers/kernel_mha.h).
 template <class Set>
 auto choose_sdpa(const Set &ks, int64_t keys, int64_t queries, int64_t value_row_stride) {
-    auto pick = [&](auto plain, auto copying) { return plain_or_copy_v(plain, copying, queries, value_row_stride); };
+    auto pick = [&](auto plain, auto copying) {
+        return plain_or_copy_v(plain, copying, keys, queries, value_row_stride);
+    };
     if (ks.sdpa_rows != nullptr && use_rows(keys)) return pick(ks.sdpa_rows, ks.sdpa_rows_copy_v);
     if (ks.sdpa_short != nullptr && use_short_key_block(keys, ks.sdpa_key_block, ks.sdpa_short_key_block)) {
         return pick(ks.sdpa_short, ks.sdpa_short_copy_v);
