@@ -337,7 +337,7 @@ int run_case(const Args &a) {
         return 2;
     }
     const Shape s{v[0], v[1], v[2], v[3], v[4]};
-    const bool per_head = g_per_head_weights = a.has("per-head-weights");
+    const bool per_head = g_per_head_weights;
     const bool nw = a.has("need-weights") || per_head, causal = a.has("causal"),
                cross = a.has("cross") || s.S != s.L;
     const double min_time = std::stod(a.get("min-time", "1.0"));
@@ -619,6 +619,7 @@ int main(int argc, char **argv) {
         if (a.has("scratch")) g_scratch = hmha::parse_scratch(a.get("scratch"));
         if (a.has("batch-chunk")) g_batch_chunk = std::stoll(a.get("batch-chunk"));
         if (a.has("gpu-attention")) g_gpu_attention = hmha::parse_gpu_attention(a.get("gpu-attention"));
+        g_per_head_weights = a.has("per-head-weights");
         if (a.has("case")) return run_case(a);
         if (a.has("sgemm")) return run_sgemm(a);
         if (a.has("fma-peak")) return run_fma_peak();

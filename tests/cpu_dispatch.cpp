@@ -25,7 +25,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
-#include <numeric>
 #include <random>
 #include <set>
 #include <string>
@@ -33,8 +32,8 @@
 
 #include "HalideRuntime.h"
 #include "hmha/hmha.h"
-#include "../runtime/src/sdpa_classes.h"
 #include "reference.h"
+#include "sdpa_class_keys.h"
 
 namespace {
 
@@ -148,12 +147,6 @@ void fail(const std::string &what) {
 // Forward with need_weights false (linear, sdpa) and true (linear, then
 // softmax_attend_mean averaging or softmax_attend per head) against the
 // reference; odd sizes for the vector tails, a key_padding_mask and a causal case.
-// Key counts past kSdpaRowsMaxKeys that the runtime gives to sdpa_short and
-// to sdpa (the key blocks as built: CMakeLists.txt passes them).
-constexpr int64_t kShortClassKeys = hmha::kSdpaRowsMaxKeys + HMHA_SDPA_SHORT_KEY_BLOCK + 1;
-constexpr int64_t kLongClassKeys = hmha::padded_keys(hmha::kSdpaRowsMaxKeys + 1,
-                                                     std::lcm(HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK));
-
 void run_cases() {
     struct Case {
         int64_t E, H, L, S, N;
@@ -171,16 +164,13 @@ void run_cases() {
         {520, 8, 21, 19, 2, false, true, false, true},
         {520, 8, 21, 19, 2, true, true, false, true},
         {520, 8, 21, 19, 2, true, false, false, true},
-        // And past kSdpaRowsMaxKeys: sdpa_short_copy_v, then sdpa_copy_v (a
-        // multiple of both key blocks: the long one pads no more). Keys and
-        // values of 8 features keep the reference's projections cheap;
-        // projected, V's rows are still E floats apart.
+        // And past kSdpaRowsMaxKeys: sdpa_short_copy_v, then sdpa_copy_v
+        // (sdpa_class_keys.h). Keys and values of 8 features keep the
+        // reference's projections cheap; projected, V's rows are still E
+        // floats apart.
         {520, 8, 17, kShortClassKeys, 1, false, true, false, true, 8},
         {520, 8, 17, kLongClassKeys, 1, false, true, false, true, 8},
     };
-    static_assert(hmha::use_short_key_block(kShortClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
-                  !hmha::use_short_key_block(kLongClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
-                  !hmha::use_rows(kShortClassKeys) && !hmha::use_rows(kLongClassKeys));
     uint32_t seed = 1;
     for (const Case &c : cases) {
         std::mt19937 rng(seed++);

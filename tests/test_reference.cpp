@@ -10,11 +10,11 @@
 
 #include "device.h"
 #include "../runtime/src/sdpa_classes.h"
+#include "sdpa_class_keys.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -557,10 +557,9 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
 
     const int64_t kb = HMHA_SDPA_KEY_BLOCK, kb_short = HMHA_SDPA_SHORT_KEY_BLOCK;
     int short_runs = 0, long_runs = 0;
-    // Short: one key past the short blocks; long: a multiple of both blocks
-    // (the long one pads no more), and with two appended keys the short one.
-    for (int64_t S : {hmha::kSdpaRowsMaxKeys + kb_short + 1,
-                      hmha::padded_keys(hmha::kSdpaRowsMaxKeys + 1, std::lcm(kb, kb_short))})
+    // Short and long (sdpa_class_keys.h); with two appended keys the long one
+    // goes to the short class.
+    for (int64_t S : {kShortClassKeys, kLongClassKeys})
         for (int variant = 0; variant < 2; variant++) {
             Case c;
             c.E = E;
@@ -593,7 +592,7 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
     REQUIRE(E_near >= hmha::kCopyValuesManyKeysMinRowStride);
     REQUIRE(E_near < hmha::kCopyValuesMinRowStride);
     int near_copy_runs = 0, near_plain_runs = 0;
-    for (int64_t S : {hmha::kCopyValuesManyKeys - 1, hmha::kCopyValuesManyKeys, hmha::kSdpaRowsMaxKeys + kb_short + 1})
+    for (int64_t S : {hmha::kCopyValuesManyKeys - 1, hmha::kCopyValuesManyKeys, kShortClassKeys})
         for (Weights w : {Weights::None, Weights::Averaged, Weights::PerHead}) {
             Case c;
             c.E = E_near;
