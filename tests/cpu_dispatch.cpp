@@ -171,6 +171,9 @@ void run_cases() {
         {520, 8, 17, kShortClassKeys, 1, false, true, false, true, 8},
         {520, 8, 17, kLongClassKeys, 1, false, true, false, true, 8},
     };
+    static_assert(hmha::use_short_key_block(kShortClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
+                  !hmha::use_short_key_block(kLongClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
+                  !hmha::use_rows(kShortClassKeys) && !hmha::use_rows(kLongClassKeys));
     uint32_t seed = 1;
     for (const Case &c : cases) {
         std::mt19937 rng(seed++);

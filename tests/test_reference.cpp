@@ -557,8 +557,8 @@ TEST_CASE("reference: whole-row kernels copying V where its rows are far apart",
 
     const int64_t kb = HMHA_SDPA_KEY_BLOCK, kb_short = HMHA_SDPA_SHORT_KEY_BLOCK;
     int short_runs = 0, long_runs = 0;
-    // Short and long (sdpa_class_keys.h); with two appended keys the long one
-    // goes to the short class.
+    // sdpa_class_keys.h's two key counts, and each with two appended keys:
+    // both online classes run whatever the key blocks.
     for (int64_t S : {kShortClassKeys, kLongClassKeys})
         for (int variant = 0; variant < 2; variant++) {
             Case c;
