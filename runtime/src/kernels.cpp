@@ -3,8 +3,14 @@
 #include "sdpa_classes.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 
 #include "HalideBuffer.h"
@@ -165,7 +171,116 @@ int64_t KernelSet::kt_padded_keys(int64_t keys) const {
     return std::max(padded_keys(keys, sdpa_kt_key_block), padded_keys(keys, sdpa_kt_short_key_block));
 }
 
+namespace detail {
+namespace {
+// HMHA_TRACE_KERNELS=1 (or set_kernel_trace): every call that check_status
+// sees, timed on the host and, on a GPU, followed by a device sync, so that
+// what a forward spends outside its kernels (launches, copies, allocations,
+// the runtime's own work between them) shows beside what it waits for.
+// A diagnostic: the syncs take away the overlap of launches with kernels.
+using Clock = std::chrono::steady_clock;
+struct TraceEntry {
+    int64_t calls = 0;
+    double host_ms = 0, wait_ms = 0;
+};
+struct Trace {
+    std::mutex mutex;
+    bool on = [] {
+        const char *env = std::getenv("HMHA_TRACE_KERNELS");
+        return env && std::strcmp(env, "0") != 0 && *env;
+    }();
+    bool report_at_exit = on;
+    // From the environment the first forward is left out (it loads the GPU
+    // kernels, or JIT-compiles them on OpenCL).
+    int skip = on ? 1 : 0;
+    int64_t forwards = 0;
+    int active = 0;  // forwards in progress: calls outside any are not traced
+    const halide_device_interface_t *device = nullptr;
+    Clock::time_point last;
+    std::map<std::string, TraceEntry> entries;
+    ~Trace() {
+        if (report_at_exit && forwards > 0) std::fputs(report().c_str(), stderr);
+    }
+    static double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+    // The time since the last event, on the host, and (GPU) in the device sync.
+    void record(const std::string &name, bool sync) {
+        const auto t1 = Clock::now();
+        if (sync && device) halide_device_sync_global(nullptr, device);
+        const auto t2 = Clock::now();
+        TraceEntry &e = entries[name];
+        e.calls++;
+        e.host_ms += ms(t1 - last);
+        e.wait_ms += ms(t2 - t1);
+        last = t2;
+    }
+    std::string report() {
+        std::ostringstream os;
+        char line[200];
+        std::snprintf(line, sizeof line,
+                      "hmha kernel trace: %lld forwards; per forward: calls, ms on the host before each "
+                      "returned, ms waiting for the device after\n%-22s %8s %10s %10s\n",
+                      (long long)forwards, "call", "calls", "host ms", "wait ms");
+        os << line;
+        const double f = (double)std::max<int64_t>(forwards, 1);
+        for (const auto &[name, e] : entries) {
+            std::snprintf(line, sizeof line, "%-22s %8.1f %10.4f %10.4f\n", name.c_str(), e.calls / f, e.host_ms / f,
+                          e.wait_ms / f);
+            os << line;
+        }
+        return os.str();
+    }
+};
+Trace &trace() {
+    static Trace t;
+    return t;
+}
+}  // namespace
+
+void set_kernel_trace(bool on) {
+    Trace &t = trace();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    t.on = on;
+    t.skip = 0;
+    t.forwards = 0;
+    t.entries.clear();
+}
+
+std::string kernel_trace_report() {
+    Trace &t = trace();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    return t.report();
+}
+
+KernelTraceScope::KernelTraceScope(const halide_device_interface_t *device) : on(false) {
+    Trace &t = trace();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    if (!t.on) return;
+    if (t.skip > 0) {
+        t.skip--;
+        return;
+    }
+    on = true;
+    if (device) halide_device_sync_global(nullptr, device);
+    t.device = device;
+    t.forwards++;
+    t.active++;
+    t.last = Clock::now();
+}
+
+KernelTraceScope::~KernelTraceScope() {
+    if (!on) return;
+    Trace &t = trace();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    t.record("(rest of forward)", true);
+    t.active--;
+}
+}  // namespace detail
+
 void check_status(const char *kernel, int status) {
+    if (detail::Trace &t = detail::trace(); t.on) {
+        std::lock_guard<std::mutex> lock(t.mutex);
+        if (t.active > 0) t.record(kernel, true);
+    }
     if (status != 0) {
         std::string msg = "internal error: kernel " + std::string(kernel) + " failed (Halide status " +
                           std::to_string(status) + ")";

@@ -13,6 +13,7 @@
 #endif
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "HalideRuntime.h"
@@ -122,5 +123,20 @@ const KernelSet &kernels_for(Device device);
 
 // Throws Error with Halide's own message when a kernel returned non-zero.
 void check_status(const char *kernel, int status);
+
+namespace detail {
+// The kernel trace (HMHA_TRACE_KERNELS=1, kernels.cpp): a forward holds one
+// of these; check_status times each call inside it. The switch and the report
+// are test hooks (tests/test_kernel_trace.cpp declares them).
+struct KernelTraceScope {
+    explicit KernelTraceScope(const halide_device_interface_t *device);
+    ~KernelTraceScope();
+    KernelTraceScope(const KernelTraceScope &) = delete;
+    KernelTraceScope &operator=(const KernelTraceScope &) = delete;
+    bool on;
+};
+void set_kernel_trace(bool on);
+std::string kernel_trace_report();
+}  // namespace detail
 
 }  // namespace hmha

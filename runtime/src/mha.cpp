@@ -847,6 +847,7 @@ ForwardResult MultiheadAttention::forward(const Tensor &query, const Tensor &key
     const int64_t E = g.E, H = g.H, D = g.D, L = g.L, S = g.S, N = g.N, Sk = g.keys();
 
     const KernelSet &ks = *m.kernels;
+    const detail::KernelTraceScope trace(ks.device);
     const DeviceViews dv{ks, {}};
     // Outputs live where the query does: on the host, or on the module's device
     // (then owned by the returned Tensor through device_owner_).
