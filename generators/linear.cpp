@@ -29,6 +29,7 @@ public:
     GeneratorParam<int> gpu_cols_per_thread{"gpu_cols_per_thread", 1, 1, 16};
     GeneratorParam<bool> gpu_vector_loads{"gpu_vector_loads", false};  // schedules/gpu/linear.h
     GeneratorParam<int> gpu_k_unroll{"gpu_k_unroll", 1, 1, 16};
+    GeneratorParam<bool> gpu_vector_x{"gpu_vector_x", false};  // schedules/gpu/linear.h
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
@@ -38,8 +39,11 @@ public:
 
     void generate() {
         RDom rk(0, x.dim(0).extent(), "rk");
+        // x through a wrapper that a GPU schedule may stage (gpu_vector_x).
+        const bool vector_x = gpu_vector_x && get_target().has_gpu_feature() && !using_autoscheduler();
+        Func x_rows = vector_x ? x.in() : Func(x);
         prod(o, r) = 0.0f;
-        prod(o, r) += weight_t(o, rk) * x(rk, r);
+        prod(o, r) += weight_t(o, rk) * x_rows(rk, r);
         y(o, r) = prod(o, r) + bias(o);
 
         const ShapeEstimate e = parse_estimate(estimate);
@@ -57,18 +61,23 @@ public:
             // 21's OpenCL C backend rejects ("Unhandled intrinsic in C backend:
             // extract_mask_element"); OpenCL runs the same tiles unrolled.
             const bool vector_loads = gpu_vector_loads && get_target().has_feature(Target::CUDA);
-            schedules::gpu::schedule_linear(y, prod, o, r, rk,
+            schedules::gpu::schedule_linear(y, prod, x_rows, o, r, rk,
                                             {gpu_threads_o, gpu_threads_r, gpu_rows_per_thread, gpu_cols_per_thread,
-                                             vector_loads, gpu_k_unroll});
+                                             vector_loads, gpu_k_unroll, vector_x});
+            // Aligned vector loads of Wt need its rows 16-byte aligned: a whole
+            // allocation (the runtime's weights are) with a stride that is a
+            // multiple of 4, and output features numbered from 0; of x along k
+            // (vector_x) the same of x's rows (the runtime checks the device
+            // address). Other strides run the same schedule with scalar loads.
+            const Expr w_rows = weight_t.dim(1).stride() % 4 == 0, x_rows_aligned = x.dim(1).stride() % 4 == 0;
             if (vector_loads) {
-                // Aligned vector loads of Wt need its rows 16-byte aligned: a
-                // whole allocation (the runtime's weights are) with a stride
-                // that is a multiple of 4, and output features numbered from 0.
-                // Other strides run the same schedule with scalar loads.
                 weight_t.set_host_alignment(16).dim(0).set_min(0);
                 y.dim(0).set_min(0);  // so that each thread's features start at a multiple of 4
-                y.specialize(weight_t.dim(1).stride() % 4 == 0);
             }
+            if (vector_x) x.set_host_alignment(16).dim(0).set_min(0);
+            if (vector_loads && vector_x) y.specialize(w_rows && x_rows_aligned);
+            if (vector_x) y.specialize(x_rows_aligned);
+            if (vector_loads) y.specialize(w_rows);
             return;
         }
         using namespace schedules::cpu;

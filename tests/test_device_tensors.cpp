@@ -174,6 +174,42 @@ TEST_CASE("device tensors: a host query with device keys and values returns host
     require_equal(*got.attn_output_weights, *want.attn_output_weights);
 }
 
+// The projections read x's rows as float4 (linear_vector_x) only where they
+// are 16-byte aligned: a CUDA query one float past an aligned address takes the
+// scalar linear instead of faulting (OpenCL buffers cannot start there: a
+// cl_mem or sub-buffer origin is at least 128-byte aligned).
+TEST_CASE("device tensors: a CUDA query 4 bytes past an aligned address gives the host path's outputs", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    if (test_device() != hmha::Device::CUDA) {
+        WARN("skipped on " << hmha::to_string(test_device()) << ": CUDA device addresses only");
+        return;
+    }
+    std::mt19937 rng(9);
+    const int64_t E = 16, N = 2, L = 5, S = 7;  // k = 16: the vector class would take an aligned query
+    Module m = Module::make(E, 2, false, rng);
+    hmha::Tensor q = random_tensor({N, L, E}, rng), kv = random_tensor({N, S, E}, rng);
+    hmha::ForwardOptions f;
+    f.need_weights = false;
+    const hmha::ForwardResult want = m.mha.forward(q, kv, kv, f);
+    // q's floats one float into a device allocation.
+    Halide::Runtime::Buffer<float> shifted((int)q.numel() + 1);
+    std::copy(q.f32(), q.f32() + q.numel(), shifted.data() + 1);
+    shifted.set_host_dirty();
+    REQUIRE(shifted.copy_to_device(interface_of(hmha::Device::CUDA)) == 0);
+    const uint64_t at = native_handle_of(hmha::Device::CUDA, shifted.raw_buffer()) + sizeof(float);
+    REQUIRE(at % 16 != 0);
+    std::vector<std::shared_ptr<Halide::Runtime::Buffer<uint8_t>>> keep;
+    const hmha::Tensor kv_dev = upload(kv, keep);
+    const hmha::ForwardResult got =
+        m.mha.forward(hmha::Tensor::wrap_device(hmha::Device::CUDA, at, q.shape(), q.dtype()), kv_dev, kv_dev, f);
+    const hmha::Tensor out = got.attn_output.to_host();
+    REQUIRE(out.shape() == want.attn_output.shape());
+    for (int64_t i = 0; i < out.numel(); i++) {
+        INFO("element " << i);
+        REQUIRE(std::fabs(out.f32()[i] - want.attn_output.f32()[i]) <= 1e-5f * (1.0f + std::fabs(want.attn_output.f32()[i])));
+    }
+}
+
 TEST_CASE("device tensors: Tensor::to_device makes an owning device copy", "[device]") {
     REQUIRE(test_device() != hmha::Device::CPU);
     std::mt19937 rng(9);

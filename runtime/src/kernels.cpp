@@ -20,6 +20,7 @@
 #include "hmha_attend_opencl.h"
 #include "hmha_head_mean_opencl.h"
 #include "hmha_linear_opencl.h"
+#include "hmha_linear_vector_x_opencl.h"
 #include "hmha_masked_softmax_opencl.h"
 #include "hmha_sdpa_opencl.h"
 #endif
@@ -29,6 +30,7 @@
 #include "hmha_attend_cuda.h"
 #include "hmha_head_mean_cuda.h"
 #include "hmha_linear_cuda.h"
+#include "hmha_linear_vector_x_cuda.h"
 #include "hmha_masked_softmax_cuda.h"
 #include "hmha_sdpa_cuda.h"
 #endif
@@ -63,10 +65,17 @@ std::string probe_device(const halide_device_interface_t *iface) {
 // The GPU families this build has; null for one it did not generate.
 const KernelSet *opencl_kernels() {
 #if HMHA_HAVE_OPENCL
-    static const KernelSet opencl{hmha_linear_opencl,      hmha_sdpa_opencl,
-                                  hmha_masked_softmax_opencl, hmha_attend_opencl,
-                                  hmha_head_mean_opencl,   halide_opencl_device_interface(),
-                                  halide_opencl_get_cl_mem};
+    // An OpenCL buffer (a cl_mem, a crop a sub-buffer) starts at least 128
+    // bytes aligned: linear_vector_x needs no address check there.
+    static const KernelSet opencl{.linear = hmha_linear_opencl,
+                                  .sdpa = hmha_sdpa_opencl,
+                                  .masked_softmax = hmha_masked_softmax_opencl,
+                                  .attend = hmha_attend_opencl,
+                                  .head_mean = hmha_head_mean_opencl,
+                                  .device = halide_opencl_device_interface(),
+                                  .native_handle = halide_opencl_get_cl_mem,
+                                  .linear_vector_x = hmha_linear_vector_x_opencl,
+                                  .linear_vector_x_k = HMHA_LINEAR_VECTOR_X_K_OPENCL};
     return &opencl;
 #else
     return nullptr;
@@ -81,9 +90,16 @@ const KernelSet *opencl_kernels() {
 
 const KernelSet *cuda_kernels() {
 #if HMHA_HAVE_CUDA
-    static const KernelSet cuda{hmha_linear_cuda,      hmha_sdpa_cuda,       hmha_masked_softmax_cuda,
-                                hmha_attend_cuda,      hmha_head_mean_cuda,  halide_cuda_device_interface(),
-                                halide_cuda_get_device_ptr};
+    static const KernelSet cuda{.linear = hmha_linear_cuda,
+                                .sdpa = hmha_sdpa_cuda,
+                                .masked_softmax = hmha_masked_softmax_cuda,
+                                .attend = hmha_attend_cuda,
+                                .head_mean = hmha_head_mean_cuda,
+                                .device = halide_cuda_device_interface(),
+                                .native_handle = halide_cuda_get_device_ptr,
+                                .linear_vector_x = hmha_linear_vector_x_cuda,
+                                .linear_vector_x_k = HMHA_LINEAR_VECTOR_X_K_CUDA,
+                                .device_field_is_address = true};
     return &cuda;
 #else
     return nullptr;
@@ -144,6 +160,19 @@ const KernelSet &kernels_for(Device device) {
         throw Error(std::string("device: '") + to_string(device) + "' is not available: " + error);
     }
     return ks;
+}
+
+decltype(&hmha_linear_cpu) KernelSet::linear_for(const halide_buffer_t *x) const {
+    if (!linear_vector_x || x->dimensions != 2 || x->dim[0].min != 0 || x->dim[0].extent % linear_vector_x_k != 0 ||
+        x->dim[1].stride % 4 != 0) {
+        return linear;
+    }
+    // The row at x's min must start 16-byte aligned on the host (the
+    // pipeline checks) and on the device (vector loads would fault).
+    const auto aligned = [](uint64_t address) { return address % 16 == 0; };
+    if (x->host && !aligned((uint64_t)(uintptr_t)x->host)) return linear;
+    if (device_field_is_address && x->device && !aligned(x->device)) return linear;
+    return linear_vector_x;
 }
 
 decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int64_t value_row_stride) const {

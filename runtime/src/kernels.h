@@ -105,6 +105,13 @@ struct KernelSet {
     decltype(&hmha_softmax_attend_copy_v_cpu) softmax_attend_copy_v = nullptr;
     decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t keys, int64_t queries,
                                                           int64_t value_row_stride) const;
+    // GPU families: linear reading x's rows along k as vectors (null: none),
+    // for k a multiple of linear_vector_x_k and x's rows 16-byte aligned
+    // (linear_for checks; a CUDA buffer's device field is its address).
+    decltype(&hmha_linear_cpu) linear_vector_x = nullptr;
+    int linear_vector_x_k = 0;
+    bool device_field_is_address = false;
+    decltype(&hmha_linear_cpu) linear_for(const halide_buffer_t *x) const;
 };
 static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
                   std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&

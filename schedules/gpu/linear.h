@@ -15,6 +15,14 @@
 // row stride that is a multiple of 4 floats: the generator specializes on the
 // stride, and the runtime's weights are whole allocations. k_unroll: the
 // reduction over k unrolled, so several k's loads are in flight together.
+//
+// vector_x: each thread's rows of x for k_unroll consecutive k staged in
+// registers first, loaded along k as vectors (x's rows are contiguous in k;
+// as x.in() in Halide's apps/cuda_mat_mul), instead of a scalar load of x per
+// row and k. The staged block always spans k_unroll values of k: the
+// pipeline asks for x's rows rounded up to a multiple of k_unroll (its
+// bounds check rejects others), and vectors need x 16-byte aligned: the
+// runtime calls such a kernel only where both hold.
 #pragma once
 
 #include "Halide.h"
@@ -25,10 +33,11 @@ struct LinearParams {
     int threads_o, threads_r, rows_per_thread, cols_per_thread;
     bool vector_loads;
     int k_unroll;
+    bool vector_x = false;
 };
 
-inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r, Halide::RVar rk,
-                            const LinearParams &p) {
+inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Func x_in, Halide::Var o, Halide::Var r,
+                            Halide::RVar rk, const LinearParams &p) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var oo("oo"), oi("oi"), oii("oii"), ro("ro"), ri("ri"), rii("rii");
@@ -54,7 +63,18 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
         prod.unroll(o);
         prod.update().unroll(o);
     }
-    if (p.k_unroll > 1) prod.update().unroll(rk, p.k_unroll, guard);
+    if (p.vector_x) {
+        RVar rko("rko"), rki("rki");
+        prod.update().split(rk, rko, rki, p.k_unroll, guard).reorder(o, r, rki, rko).unroll(rki);
+        x_in.compute_at(prod, rko)
+            .bound_extent(x_in.args()[0], p.k_unroll)
+            .store_in(MemoryType::Register)
+            .vectorize(x_in.args()[0], std::min(p.k_unroll, 4))  // float4: wider ones split into 8-byte loads
+            .unroll(x_in.args()[0])
+            .unroll(x_in.args()[1]);
+    } else if (p.k_unroll > 1) {
+        prod.update().unroll(rk, p.k_unroll, guard);
+    }
 }
 
 }  // namespace hmha_gen::schedules::gpu
