@@ -3,6 +3,7 @@
 #include "sdpa_classes.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "hmha_attend_opencl.h"
 #include "hmha_head_mean_opencl.h"
 #include "hmha_linear_opencl.h"
+#include "hmha_linear_few_rows_opencl.h"
 #include "hmha_linear_vector_x_opencl.h"
 #include "hmha_masked_softmax_opencl.h"
 #include "hmha_sdpa_opencl.h"
@@ -30,6 +32,7 @@
 #include "hmha_attend_cuda.h"
 #include "hmha_head_mean_cuda.h"
 #include "hmha_linear_cuda.h"
+#include "hmha_linear_few_rows_cuda.h"
 #include "hmha_linear_vector_x_cuda.h"
 #include "hmha_masked_softmax_cuda.h"
 #include "hmha_sdpa_cuda.h"
@@ -75,7 +78,8 @@ const KernelSet *opencl_kernels() {
                                   .device = halide_opencl_device_interface(),
                                   .native_handle = halide_opencl_get_cl_mem,
                                   .linear_vector_x = hmha_linear_vector_x_opencl,
-                                  .linear_vector_x_k = HMHA_LINEAR_VECTOR_X_K_OPENCL};
+                                  .linear_vector_x_k = HMHA_LINEAR_VECTOR_X_K_OPENCL,
+                                  .linear_few_rows = hmha_linear_few_rows_opencl};
     return &opencl;
 #else
     return nullptr;
@@ -99,7 +103,8 @@ const KernelSet *cuda_kernels() {
                                 .native_handle = halide_cuda_get_device_ptr,
                                 .linear_vector_x = hmha_linear_vector_x_cuda,
                                 .linear_vector_x_k = HMHA_LINEAR_VECTOR_X_K_CUDA,
-                                .device_field_is_address = true};
+                                .device_field_is_address = true,
+                                .linear_few_rows = hmha_linear_few_rows_cuda};
     return &cuda;
 #else
     return nullptr;
@@ -162,7 +167,31 @@ const KernelSet &kernels_for(Device device) {
     return ks;
 }
 
-decltype(&hmha_linear_cpu) KernelSet::linear_for(const halide_buffer_t *x) const {
+// Below this many outputs (features x rows) a GPU projection takes
+// linear_few_rows: the tuned tile (128 features x 32 rows a block) then fills
+// fewer than about 128 blocks, under one an SM of an H100, and each thread's
+// reduction runs at memory latency. H100, 2026-11-27 (results/
+// h100-2026-11-27b.md, run 4), ms, few_rows / tuned with vector_x: 512
+// features x 16 rows 0.040 / 0.224, x 128 0.041 / 0.058, x 512 0.044 / 0.060,
+// x 1024 0.076 / 0.061; 1024 x 128 0.072 / 0.109, 1024 x 512 0.140 / 0.109.
+namespace {
+constexpr int64_t kGpuFewRowsOutputs = int64_t(1) << 19;
+// The threshold in force: a test hook can move it (detail::set_gpu_few_rows_outputs).
+std::atomic<int64_t> gpu_few_rows_outputs{kGpuFewRowsOutputs};
+}  // namespace
+
+namespace detail {
+// Sets the threshold (0: never linear_few_rows) and returns the previous one;
+// tests/test_linear_classes.cpp declares it.
+int64_t set_gpu_few_rows_outputs(int64_t outputs) {
+    return gpu_few_rows_outputs.exchange(outputs);
+}
+}  // namespace detail
+
+decltype(&hmha_linear_cpu) KernelSet::linear_for(const halide_buffer_t *x, const halide_buffer_t *y) const {
+    if (linear_few_rows && (int64_t)y->dim[0].extent * y->dim[1].extent < gpu_few_rows_outputs.load()) {
+        return linear_few_rows;
+    }
     if (!linear_vector_x || x->dimensions != 2 || x->dim[0].min != 0 || x->dim[0].extent % linear_vector_x_k != 0 ||
         x->dim[1].stride % 4 != 0) {
         return linear;
@@ -180,7 +209,7 @@ decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int6
 }
 
 decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t keys, int64_t queries,
-                                                                          int64_t value_row_stride) const {
+                                                                           int64_t value_row_stride) const {
     return plain_or_copy_v(softmax_attend_mean, softmax_attend_mean_copy_v, keys, queries, value_row_stride);
 }
 

@@ -111,7 +111,10 @@ struct KernelSet {
     decltype(&hmha_linear_cpu) linear_vector_x = nullptr;
     int linear_vector_x_k = 0;
     bool device_field_is_address = false;
-    decltype(&hmha_linear_cpu) linear_for(const halide_buffer_t *x) const;
+    // And linear with small blocks, for projections of few outputs (null: none).
+    decltype(&hmha_linear_cpu) linear_few_rows = nullptr;
+    // The linear class for input rows x and output y.
+    decltype(&hmha_linear_cpu) linear_for(const halide_buffer_t *x, const halide_buffer_t *y) const;
 };
 static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_cpu)> &&
                   std::is_same_v<decltype(&hmha_sdpa_rows_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&

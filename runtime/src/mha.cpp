@@ -133,8 +133,8 @@ struct Projection {
 // y(o, r) = b(o) + sum_k W(o, k) x(k, r) for every row r of x (K, R) into y (O, R).
 void project(const KernelSet &ks, Projection &p, HBuf &x, HBuf &y) {
     if (x.dim(1).extent() == 0) return;
-    check_status("linear", ks.linear_for(x.raw_buffer())(x.raw_buffer(), p.weight_buf.raw_buffer(), p.bias_buf.raw_buffer(),
-                                     y.raw_buffer()));
+    check_status("linear", ks.linear_for(x.raw_buffer(), y.raw_buffer())(x.raw_buffer(), p.weight_buf.raw_buffer(),
+                                                                         p.bias_buf.raw_buffer(), y.raw_buffer()));
 }
 
 // How the caller's memory and the scratch reach a device family. On the CPU
@@ -636,7 +636,8 @@ void project_columns(const KernelSet &ks, Projection &p, int64_t c0, HBuf &x, HB
     const int64_t width = y.dim(0).extent();
     HBuf w = view(p.weight_t.data() + c0, {{width, 1}, {p.in, p.out}});
     HBuf b = view(p.bias.data() + c0, {{width, 1}});
-    check_status("linear", ks.linear_for(x.raw_buffer())(x.raw_buffer(), w.raw_buffer(), b.raw_buffer(), y.raw_buffer()));
+    check_status("linear", ks.linear_for(x.raw_buffer(), y.raw_buffer())(x.raw_buffer(), w.raw_buffer(), b.raw_buffer(),
+                                                                         y.raw_buffer()));
 }
 
 struct PerHeadCall {
@@ -780,7 +781,8 @@ void attend_per_head_gpu(const PerHeadCall &c, const DeviceViews &dv, const Tens
         HBuf w = p.weight_buf.cropped(0, (int)c0, (int)width), b = p.bias_buf.cropped(0, (int)c0, (int)width);
         shift_min(w, 0, -c0);
         shift_min(b, 0, -c0);
-        check_status("linear", ks.linear_for(x.raw_buffer())(x.raw_buffer(), w.raw_buffer(), b.raw_buffer(), y.raw_buffer()));
+        check_status("linear", ks.linear_for(x.raw_buffer(), y.raw_buffer())(x.raw_buffer(), w.raw_buffer(),
+                                                                             b.raw_buffer(), y.raw_buffer()));
     };
     for (int64_t h0 = 0; h0 < H; h0 += group) {
         const int64_t heads = std::min(group, H - h0), width = heads * D, c0 = h0 * D;
