@@ -16,11 +16,6 @@ namespace {
 using HBuf = Halide::Runtime::Buffer<float>;
 using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 
-// Query rows per sdpa call when causal (runtime/src/mha.cpp: kCausalQueryChunk)
-// and per need_weights round (kWeightsQueryChunk).
-constexpr int64_t kCausalQueryChunk = 256;
-constexpr int64_t kWeightsQueryChunk = 1024;
-
 template <typename T>
 Halide::Runtime::Buffer<T> view(const T *data, std::initializer_list<std::pair<int64_t, int64_t>> extent_stride) {
     std::vector<halide_dimension_t> dims;

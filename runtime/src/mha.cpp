@@ -36,19 +36,6 @@ using HBuf = Halide::Runtime::Buffer<float>;
 using HBufU8 = Halide::Runtime::Buffer<uint8_t>;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-// Queries per call when causal blocks are skipped on the CPU (see forward()):
-// sdpa's, and with need_weights softmax_attend(_mean)'s, whose hidden weights
-// the runtime zeroes. Measured for the latter on 2 cores (2026-11-27),
-// averaged weights, against one call on all keys: (1, 4096, 4096, 512, 8)
-// 340 -> 230 ms, (1, 2048, 2048, 1024, 16) 232 -> 180, (4, 512, 512, 512, 8)
-// 38.3 -> 36.1; 128 ties 256 at the last, 512 is slower there, 64 slower
-// still (every call transposes its keys again).
-constexpr int64_t kCausalQueryChunk = 256;
-// Queries per softmax_attend or softmax_attend_mean call (GPU: masked_softmax,
-// attend and head_mean round) in the need_weights path. Each call transposes
-// every head's keys again, so shorter chunks cost more: 128 was 1.3x slower at
-// (1, 4096, 4096, 512, 8).
-constexpr int64_t kWeightsQueryChunk = 1024;
 // The largest head_dim the fused GPU sdpa runs: its block keeps the key block,
 // the per-query state and P.V in shared memory, 4*(65*qb + kb*D + qb*max(64, D)
 // + 3*qb*D) bytes with the default gpu_key_block kb = 32 and gpu_query_block
