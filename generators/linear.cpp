@@ -30,6 +30,7 @@ public:
     GeneratorParam<bool> gpu_vector_loads{"gpu_vector_loads", false};  // schedules/gpu/linear.h
     GeneratorParam<int> gpu_k_unroll{"gpu_k_unroll", 1, 1, 16};
     GeneratorParam<bool> gpu_vector_x{"gpu_vector_x", false};  // schedules/gpu/linear.h
+    GeneratorParam<int> gpu_split_k{"gpu_split_k", 1, 1, 256};  // > 1: schedule_linear_split_k
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
 
     Input<Buffer<float, 2>> x{"x"};                // (K, R)
@@ -53,6 +54,10 @@ public:
         y.set_estimates(e.rows());
 
         if (using_autoscheduler()) {
+            return;
+        }
+        if (get_target().has_gpu_feature() && gpu_split_k > 1) {
+            schedules::gpu::schedule_linear_split_k(y, prod, o, r, rk, x.dim(0).extent(), gpu_threads_o, gpu_split_k);
             return;
         }
         if (get_target().has_gpu_feature()) {

@@ -77,4 +77,28 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Func x_in
     }
 }
 
+// split_k: the reduction over k cut into split_k chunks summed by threads of
+// their own (prod's rfactor, an intermediate (O, R, split_k) in device memory,
+// a launch of its own), then the chunks' sums added per output. For
+// projections of a few rows (a decode step's one query), where each output's
+// k-long chain of dependent loads and multiply-adds is the whole time; one
+// thread per output feature and chunk, threads_o features a block.
+inline void schedule_linear_split_k(Halide::Func y, Halide::Func prod, Halide::Var o, Halide::Var r, Halide::RVar rk,
+                                    Halide::Expr k_extent, int threads_o, int split_k) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var u("u"), oo("oo"), oi("oi");
+    RVar rko("rko"), rki("rki");
+    prod.update().split(rk, rko, rki, (k_extent + split_k - 1) / split_k, guard);
+    Func chunks = prod.update().rfactor(rko, u);
+    chunks.compute_root().split(o, oo, oi, threads_o, guard).reorder(oi, r, oo, u).gpu_blocks(oo, u).gpu_threads(oi);
+    chunks.update()
+        .split(o, oo, oi, threads_o, guard)
+        .reorder(rki, oi, r, oo, u)
+        .gpu_blocks(oo, u)
+        .gpu_threads(oi);
+    y.split(o, oo, oi, threads_o, guard).reorder(oi, oo, r).gpu_blocks(oo, r).gpu_threads(oi);
+    prod.compute_at(y, oi).store_in(MemoryType::Register);
+}
+
 }  // namespace hmha_gen::schedules::gpu
