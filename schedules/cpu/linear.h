@@ -47,21 +47,21 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
         .unroll(rii);
 
     // Fewer rows than a tile (a decode step's query, short sequences, small
-    // batches): tasks of `few` rows (then of one), full in rows, so that they
-    // run unguarded instead of one guarded tile_r-row task per tile_o columns.
-    // hmha_tune on Zen 3 (AVX2, W packed, 2026-11-27), ms, the guarded tile
-    // before / these tasks, three alternated rounds: 1024 x 1024 -> 1 row
-    // 0.29-0.33 / 0.15-0.17, 512 x 512 -> 8 rows 0.15-0.19 / 0.08-0.11,
-    // -> 40 rows 0.59-0.88 / 0.37-0.54, 1024 x 1024 -> 16 rows 1.06-1.22 /
-    // 0.76-1.40 (its 4-row tasks pack 64 KiB of W each); 128 and more rows
-    // (the full tiles) unchanged.
+    // batches): a task per tile_o columns of W (packed once) over all the
+    // rows, in unguarded groups of `few` rows (then of one), instead of one
+    // guarded tile_r-row task per tile_o columns. hmha_tune on Zen 3 (AVX2, W
+    // packed, 2026-11-27), ms, the guarded tile before / these tasks,
+    // alternated builds: 1024 x 1024 -> 1 row 0.29-0.33 / 0.16-0.19, -> 16
+    // rows 1.06-1.22 / 0.33-0.34; 512 x 512 -> 3 rows 0.14-0.15 / 0.07, -> 8
+    // rows 0.15-0.19 / 0.06, -> 40 rows 0.59-0.88 / 0.17-0.18; 128 rows and
+    // more (full tiles) unchanged.
     const int few = std::min(p.unroll_r, 4);
     for (const int rows : {few, 1}) {
         if (rows >= p.tile_r || (rows == 1 && few == 1)) continue;
         y.specialize(o_extent >= p.tile_o && r_extent >= rows)
-            .tile(o, r, oi, ri, p.tile_o, rows, TailStrategy::ShiftInwards)
-            .split(ri, ri, rii, rows)
-            .fuse(o, r, t)
+            .split(o, t, oi, p.tile_o, TailStrategy::ShiftInwards)
+            .split(r, ri, rii, rows, TailStrategy::ShiftInwards)
+            .reorder(oi, rii, ri, t)
             .parallel(t)
             .vectorize(oi, p.vector_width)
             .unroll(oi)
