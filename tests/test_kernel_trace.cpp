@@ -12,6 +12,7 @@
 
 #include "device.h"
 #include "hmha/hmha.h"
+#include "reference.h"
 
 namespace hmha::detail {
 // runtime/src/kernels.cpp: switch the trace on or off (clearing it), and its table.
@@ -20,15 +21,6 @@ std::string kernel_trace_report();
 }  // namespace hmha::detail
 
 namespace {
-
-hmha::Tensor random_tensor(const std::vector<int64_t> &shape, std::mt19937 &rng) {
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    int64_t n = 1;
-    for (int64_t e : shape) n *= e;
-    std::vector<float> v((size_t)n);
-    for (float &x : v) x = u(rng);
-    return hmha::Tensor::from_floats(shape, v);
-}
 
 // The calls per forward that the report lists for `name`; -1 if absent.
 double calls_of(const std::string &report, const std::string &name) {
@@ -50,16 +42,11 @@ long forwards_of(const std::string &report) {
 TEST_CASE("kernel trace: every call of a forward counted, outputs unchanged", "[semantics]") {
     const int64_t E = 16, H = 2, L = 5, S = 7, N = 2;
     std::mt19937 rng(7);
-    std::map<std::string, hmha::Tensor> sd;
-    sd["in_proj_weight"] = random_tensor({3 * E, E}, rng);
-    sd["in_proj_bias"] = random_tensor({3 * E}, rng);
-    sd["out_proj.weight"] = random_tensor({E, E}, rng);
-    sd["out_proj.bias"] = random_tensor({E}, rng);
     hmha::Options o;
     o.device = test_device();
     o.embed_dim = E;
     o.num_heads = H;
-    hmha::MultiheadAttention mha(o, sd);
+    hmha::MultiheadAttention mha(o, random_state_dict(o, rng));
     const hmha::Tensor q = random_tensor({L, N, E}, rng), kv = random_tensor({S, N, E}, rng);
     hmha::ForwardOptions no_weights, need_weights;
     no_weights.need_weights = false;

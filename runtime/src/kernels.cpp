@@ -243,10 +243,11 @@ struct TraceEntry {
 };
 struct Trace {
     std::mutex mutex;
-    bool on = [] {
+    // Read without the mutex first: an untraced forward takes no lock.
+    std::atomic<bool> on{[] {
         const char *env = std::getenv("HMHA_TRACE_KERNELS");
         return env && std::strcmp(env, "0") != 0 && *env;
-    }();
+    }()};
     bool report_at_exit = on;
     // From the environment the first forward is left out (it loads the GPU
     // kernels, or JIT-compiles them on OpenCL).
@@ -261,9 +262,9 @@ struct Trace {
     }
     static double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
     // The time since the last event, on the host, and (GPU) in the device sync.
-    void record(const std::string &name, bool sync) {
+    void record(const std::string &name) {
         const auto t1 = Clock::now();
-        if (sync && device) halide_device_sync_global(nullptr, device);
+        if (device) halide_device_sync_global(nullptr, device);
         const auto t2 = Clock::now();
         TraceEntry &e = entries[name];
         e.calls++;
@@ -311,6 +312,7 @@ std::string kernel_trace_report() {
 
 KernelTraceScope::KernelTraceScope(const halide_device_interface_t *device) : on(false) {
     Trace &t = trace();
+    if (!t.on) return;
     std::lock_guard<std::mutex> lock(t.mutex);
     if (!t.on) return;
     if (t.skip > 0) {
@@ -329,7 +331,7 @@ KernelTraceScope::~KernelTraceScope() {
     if (!on) return;
     Trace &t = trace();
     std::lock_guard<std::mutex> lock(t.mutex);
-    t.record("(rest of forward)", true);
+    t.record("(rest of forward)");
     t.active--;
 }
 }  // namespace detail
@@ -337,7 +339,7 @@ KernelTraceScope::~KernelTraceScope() {
 void check_status(const char *kernel, int status) {
     if (detail::Trace &t = detail::trace(); t.on) {
         std::lock_guard<std::mutex> lock(t.mutex);
-        if (t.active > 0) t.record(kernel, true);
+        if (t.active > 0) t.record(kernel);
     }
     if (status != 0) {
         std::string msg = "internal error: kernel " + std::string(kernel) + " failed (Halide status " +
