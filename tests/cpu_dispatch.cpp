@@ -7,7 +7,7 @@
 // (halide_set_custom_can_use_target_features, installed before any kernel
 // runs): it records every question and answers as Halide's default would,
 // except that it refuses any variant with a feature named by --deny. Then it
-// runs forward over configurations that reach all five kernels, checks them
+// runs forward over configurations that reach every kernel it counts, checks them
 // against the float64 reference (tests/reference.h), and checks the variant
 // each kernel chose:
 //
@@ -170,6 +170,10 @@ void run_cases() {
         // floats apart.
         {520, 8, 17, kShortClassKeys, 1, false, true, false, true, 8},
         {520, 8, 17, kLongClassKeys, 1, false, true, false, true, 8},
+        // Averaged weights over kSoftmaxAttendMeanLongKeys keys or more:
+        // softmax_attend_mean_long, then its _copy_v twin.
+        {64, 4, 5, hmha::kSoftmaxAttendMeanLongKeys + 6, 1, true, true, false, true, 8},
+        {520, 8, 17, hmha::kSoftmaxAttendMeanLongKeys + 6, 1, true, true, false, true, 8},
     };
     static_assert(hmha::use_short_key_block(kShortClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
                   !hmha::use_short_key_block(kLongClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
@@ -291,9 +295,9 @@ int main(int argc, char **argv) {
         chosen.insert(choice);
     }
     // linear, sdpa_rows, softmax_attend_mean, softmax_attend, their three
-    // _copy_v classes, sdpa_short_copy_v and sdpa_copy_v: each asks once per
-    // process.
-    if (kernels.size() != 9) fail("expected 9 kernels to ask once each, got " + std::to_string(kernels.size()));
+    // _copy_v classes, sdpa_short_copy_v, sdpa_copy_v, softmax_attend_mean_long
+    // and softmax_attend_mean_long_copy_v: each asks once per process.
+    if (kernels.size() != 11) fail("expected 11 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 
     if (!expect.empty() && chosen.size() == 1) {

@@ -671,13 +671,16 @@ TEST_CASE("reference: causal need_weights in query chunks on the keys each chunk
         }
 }
 
-// softmax_attend_mean runs its Q.K^T and e.V a chunk of keys at a time
-// (key_chunk, 128 to 512 as the tuner may pick): key counts around those
+// softmax_attend_mean may run its Q.K^T and e.V a chunk of keys at a time
+// (key_chunk, 128 to 512 as the tuner may pick), and from
+// kSoftmaxAttendMeanLongKeys keys on the runtime calls softmax_attend_mean_long,
+// which does (CMakeLists.txt: 512-key chunks untuned): key counts around those
 // chunks, with the averaged weights, masks, padding and appended keys, and a
 // head_dim that is not a multiple of the vector width.
 TEST_CASE("reference: averaged need_weights at key counts around the key chunks", "[reference]") {
     uint32_t seed = 9700;
-    for (int64_t S : {1, 2, 31, 33, 127, 128, 129, 255, 257, 511, 512, 513, 1030})
+    int long_runs = 0;
+    for (int64_t S : {1, 2, 31, 33, 127, 128, 129, 255, 257, 511, 512, 513, 1023, 1024, 1030, 1535, 2049})
         for (int variant = 0; variant < 2; variant++) {
             Case c;
             c.E = variant == 0 ? 64 : 36;
@@ -692,8 +695,10 @@ TEST_CASE("reference: averaged need_weights at key counts around the key chunks"
             c.add_bias_kv = variant == 1;
             c.add_zero_attn = variant == 1;
             c.hide_p = 0.2;
+            if (S + (variant == 1 ? 2 : 0) >= hmha::kSoftmaxAttendMeanLongKeys) long_runs++;
             run_case(c, seed++);
         }
+    CHECK(long_runs > 0);
 }
 
 TEST_CASE("reference: large configurations (E up to 1024 and L or S up to 700)", "[reference][large]") {

@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -79,14 +80,18 @@ double time_ms(const std::function<void()> &run, int reps) {
 }
 
 // Shape classes (CMakeLists.txt, HMHA_CPU_CLASS_KERNELS): sdpa_short is the
-// sdpa generator built again with shorter key blocks, with its class defaults;
-// sdpa_rows is a generator of its own (generators/masked_softmax.cpp).
+// sdpa generator built again with shorter key blocks, with its class defaults,
+// softmax_attend_mean_long softmax_attend_mean's with key chunks; sdpa_rows is
+// a generator of its own (generators/masked_softmax.cpp).
 std::string generator_of(const std::string &kernel) {
-    return kernel == "sdpa_short" ? "sdpa" : kernel;
+    if (kernel == "sdpa_short") return "sdpa";
+    if (kernel == "softmax_attend_mean_long") return "softmax_attend_mean";
+    return kernel;
 }
 
 Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
     if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};
+    if (kernel == "softmax_attend_mean_long") return {{"key_chunk", "512"}, {"query_block", "128"}};
     if (kernel == "sdpa_rows") return {{"query_block", "64"}};
     return {};
 }
@@ -94,7 +99,7 @@ Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
 // Every kernel the tuner knows, in the order it tunes them by default.
 const std::vector<std::string> kAllKernels{"linear",         "sdpa",          "sdpa_short", "sdpa_rows",
                                            "masked_softmax", "softmax_attend", "attend",     "softmax_attend_mean",
-                                           "head_mean"};
+                                           "softmax_attend_mean_long", "head_mean"};
 
 bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
@@ -106,8 +111,8 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
     // The kernels with _copy_v classes run as the runtime calls them at s: as
     // those where V's rows (E floats apart here) are far apart
     // (sdpa_classes.h), unless the variant names copy_values itself.
-    const bool has_copy_v_class = kernel == "sdpa" || kernel == "sdpa_short" || kernel == "sdpa_rows" ||
-                                  kernel == "softmax_attend" || kernel == "softmax_attend_mean";
+    const std::string g = generator_of(kernel);
+    const bool has_copy_v_class = g == "sdpa" || g == "sdpa_rows" || g == "softmax_attend" || g == "softmax_attend_mean";
     if (has_copy_v_class && params.count("copy_values") == 0) {
         gen->set_generatorparam_value("copy_values", hmha::copy_values(s.E, s.L, s.S) ? "true" : "false");
     }
@@ -126,9 +131,9 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         bind("weight_t", random_buffer({s.E, s.E}, rng));
         bind("bias", random_buffer({s.E}, rng));
         outputs.push_back(Buffer<float>(s.E, s.L * s.N));
-    } else if (generator_of(kernel) == "sdpa" || kernel == "masked_softmax" || kernel == "softmax_attend" ||
-               kernel == "softmax_attend_mean" || kernel == "sdpa_rows") {
-        const bool sdpa = generator_of(kernel) == "sdpa" || kernel == "sdpa_rows";
+    } else if (g == "sdpa" || g == "masked_softmax" || g == "softmax_attend" || g == "softmax_attend_mean" ||
+               g == "sdpa_rows") {
+        const bool sdpa = g == "sdpa" || g == "sdpa_rows";
         bind("q", random_buffer({D, s.H, s.L, s.N}, rng));
         bind("k", random_buffer({D, s.H, s.S, s.N}, rng));
         if (kernel != "masked_softmax") bind("v", random_buffer({D, s.H, s.S, s.N}, rng));
@@ -139,7 +144,7 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->input_parameter("causal")[0].set_scalar<bool>(false);
         gen->input_parameter("has_masks")[0].set_scalar<bool>(false);
         gen->input_parameter("scale")[0].set_scalar<float>(1.0f / std::sqrt((float)D));
-        if (kernel == "softmax_attend_mean") {
+        if (g == "softmax_attend_mean") {
             outputs.push_back(Buffer<float>(s.S, s.L, s.N));  // the weights' mean over heads
         } else if (!sdpa) {
             outputs.push_back(Buffer<float>(s.S, s.L, s.H, s.N));  // the weights
@@ -190,9 +195,12 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int qb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
             for (int rows : quick ? std::vector<int>{0} : std::vector<int>{4, 8})
                 add({{"query_block", std::to_string(qb)}, {"score_tile_rows", std::to_string(rows)}});
-    } else if (kernel == "softmax_attend_mean") {
-        for (int kc : quick ? std::vector<int>{0, 256} : std::vector<int>{0, 256, 512})
-            for (int qb : quick ? std::vector<int>{32, 64} : std::vector<int>{32, 64, 128})
+    } else if (kernel == "softmax_attend_mean" || kernel == "softmax_attend_mean_long") {
+        const bool long_keys = kernel == "softmax_attend_mean_long";
+        const std::vector<int> kcs = quick ? (long_keys ? std::vector<int>{512} : std::vector<int>{0, 256})
+                                           : (long_keys ? std::vector<int>{256, 512, 1024} : std::vector<int>{0, 256, 512});
+        for (int kc : kcs)
+            for (int qb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
                 add({{"key_chunk", std::to_string(kc)}, {"query_block", std::to_string(qb)}});
     } else {
         for (int qb : quick ? std::vector<int>{16, 64} : std::vector<int>{8, 16, 32, 64, 128})
@@ -208,8 +216,16 @@ std::vector<Shape> issue_classes_for(const std::string &kernel, bool quick) {
     if (quick) {
         if (kernel == "sdpa_short") return {Shape{1, 128, 1100, 256, 4}};
         if (kernel == "sdpa_rows") return {Shape{8, 128, 128, 256, 4}};
+        if (kernel == "softmax_attend_mean_long") return {Shape{1, 256, 1100, 512, 8}};
         return {Shape{4, 256, 256, 512, 8}};
     }
+    // softmax_attend_mean_long takes kSoftmaxAttendMeanLongKeys keys or more,
+    // in the runtime's rounds of kWeightsQueryChunk queries; the plain class
+    // fewer keys.
+    const int64_t round = hmha::kWeightsQueryChunk;
+    if (kernel == "softmax_attend_mean_long")
+        return {Shape{1, (int)round, 2048, 1024, 16}, Shape{1, (int)round, 4096, 512, 8}};
+    if (kernel == "softmax_attend_mean") return {short_keys, bench, Shape{1, (int)round, 1000, 512, 8}};
     // The online classes run past sdpa_rows' 1024 keys only (on the per-head
     // path as sdpa_kt and sdpa_kt_short, with these params).
     if (kernel == "sdpa") return {long_seq, Shape{1, 4096, 2048, 512, 8}};
@@ -347,15 +363,25 @@ int main(int argc, char **argv) {
         std::string class_names;
         for (const Shape &s : classes) class_names += (class_names.empty() ? "" : " ") + s.name();
         for (const Shape &s : classes) {
+            // A variant that does not compile (a schedule Halide rejects) is
+            // reported and left out; the defaults must compile.
             std::vector<std::function<void()>> runs;
             for (const Params &p : variants) {
                 progress(done++, total, kernel + " " + describe(p) + " " + s.name());
-                runs.push_back(build(kernel, p, s, target));
+                try {
+                    runs.push_back(build(kernel, p, s, target));
+                } catch (const std::exception &e) {
+                    std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: does not compile: %s\n", "", kernel.c_str(),
+                                 describe(p).c_str(), s.name().c_str(), e.what());
+                    if (runs.empty()) return 1;
+                    runs.push_back(nullptr);
+                }
             }
-            std::vector<double> best_round(variants.size(), 1e30);
+            const double failed = std::numeric_limits<double>::infinity();
+            std::vector<double> best_round(variants.size(), failed);
             for (int round = 0; round < 3; round++) {
                 for (size_t i = 0; i < runs.size(); i++) {
-                    best_round[i] = std::min(best_round[i], time_ms(runs[i], quick ? 3 : 5));
+                    if (runs[i]) best_round[i] = std::min(best_round[i], time_ms(runs[i], quick ? 3 : 5));
                 }
             }
             for (size_t i = 0; i < variants.size(); i++) {

@@ -142,6 +142,8 @@ const KernelSet &kernels_for(Device device) {
                                .softmax_attend = hmha_softmax_attend_cpu,
                                .softmax_attend_mean = hmha_softmax_attend_mean_cpu,
                                .softmax_attend_mean_copy_v = hmha_softmax_attend_mean_copy_v_cpu,
+                               .softmax_attend_mean_long = hmha_softmax_attend_mean_long_cpu,
+                               .softmax_attend_mean_long_copy_v = hmha_softmax_attend_mean_long_copy_v_cpu,
                                .softmax_attend_copy_v = hmha_softmax_attend_copy_v_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
@@ -210,6 +212,10 @@ decltype(&hmha_sdpa_cpu) KernelSet::sdpa_for(int64_t keys, int64_t queries, int6
 
 decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64_t keys, int64_t queries,
                                                                            int64_t value_row_stride) const {
+    if (softmax_attend_mean_long != nullptr && keys >= kSoftmaxAttendMeanLongKeys) {
+        return plain_or_copy_v(softmax_attend_mean_long, softmax_attend_mean_long_copy_v, keys, queries,
+                               value_row_stride);
+    }
     return plain_or_copy_v(softmax_attend_mean, softmax_attend_mean_copy_v, keys, queries, value_row_stride);
 }
 

@@ -34,6 +34,8 @@
 #include "hmha_softmax_attend_cpu.h"
 #include "hmha_softmax_attend_mean_copy_v_cpu.h"
 #include "hmha_softmax_attend_mean_cpu.h"
+#include "hmha_softmax_attend_mean_long_copy_v_cpu.h"
+#include "hmha_softmax_attend_mean_long_cpu.h"
 
 // The CPU sdpa classes' key blocks (CMakeLists.txt passes the built ones).
 #ifndef HMHA_SDPA_KEY_BLOCK
@@ -96,6 +98,9 @@ struct KernelSet {
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean = nullptr;
     // And copying each head's V into contiguous rows first (null: none).
     decltype(&hmha_softmax_attend_mean_copy_v_cpu) softmax_attend_mean_copy_v = nullptr;
+    // Both with key chunks, for kSoftmaxAttendMeanLongKeys keys or more (null: none).
+    decltype(&hmha_softmax_attend_mean_long_cpu) softmax_attend_mean_long = nullptr;
+    decltype(&hmha_softmax_attend_mean_long_copy_v_cpu) softmax_attend_mean_long_copy_v = nullptr;
     // The one to call for `queries` queries reading `keys` rows of V
     // `value_row_stride` floats apart (sdpa_classes.h).
     decltype(&hmha_softmax_attend_mean_cpu) softmax_attend_mean_for(int64_t keys, int64_t queries,
@@ -121,8 +126,11 @@ static_assert(std::is_same_v<decltype(&hmha_sdpa_rows_cpu), decltype(&hmha_sdpa_
                   std::is_same_v<decltype(&hmha_sdpa_copy_v_cpu), decltype(&hmha_sdpa_cpu)> &&
                   std::is_same_v<decltype(&hmha_sdpa_short_copy_v_cpu), decltype(&hmha_sdpa_cpu)>,
               "sdpa_rows takes sdpa's arguments: KernelSet::sdpa_for returns any");
-static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), decltype(&hmha_softmax_attend_mean_cpu)>,
-              "KernelSet::softmax_attend_mean_for returns either");
+static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), decltype(&hmha_softmax_attend_mean_cpu)> &&
+                  std::is_same_v<decltype(&hmha_softmax_attend_mean_long_cpu), decltype(&hmha_softmax_attend_mean_cpu)> &&
+                  std::is_same_v<decltype(&hmha_softmax_attend_mean_long_copy_v_cpu),
+                                 decltype(&hmha_softmax_attend_mean_cpu)>,
+              "KernelSet::softmax_attend_mean_for returns any");
 static_assert(std::is_same_v<decltype(&hmha_softmax_attend_copy_v_cpu), decltype(&hmha_softmax_attend_cpu)>,
               "KernelSet::softmax_attend_for returns either");
 

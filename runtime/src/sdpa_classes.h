@@ -82,6 +82,17 @@ constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t keys, int64_t queries
     return copying != nullptr && copy_values(value_row_stride, queries, keys) ? copying : plain;
 }
 
+// softmax_attend_mean_long (and its _copy_v twin) from this many keys on:
+// softmax_attend_mean with its Q.K^T and e.V a chunk of keys at a time
+// (CMakeLists.txt). Measured (hmha_tune, AVX2 on Zen 3, 2026-11-27, ms, at the
+// runtime's 1024-query rounds, whole rows in 64-query blocks (host.json's) /
+// 512-key chunks in 128-query blocks): (1, 1024, 4096, 512, 8) 118.6 / 98.1,
+// (1, 1024, 2048, 1024, 16) 107.1 / 89.8, (1, 1024, 2048, 512, 8) 52.8 / 44.6,
+// (1, 1024, 1024, 1024, 16) 46.4 / 42.2, but (1, 1024, 1024, 512, 8) 27.5 /
+// 28.8, (1, 512, 512, 512, 8) 5.38 / 5.28 and (4, 128, 128, 256, 4) 0.85 /
+// 1.05 (256-key chunks 1.08).
+constexpr int64_t kSoftmaxAttendMeanLongKeys = 1024;
+
 // The sdpa class to call for `keys` keys and `queries` queries, V's rows
 // `value_row_stride` floats apart, from a set `ks` with fields sdpa,
 // sdpa_short, sdpa_rows and their _copy_v twins (any null: not built) and

@@ -81,13 +81,14 @@ inline LinearTile fitting_linear_tile(int tile_o, int unroll_r, int tile_r, int 
     return {d.tile_o, d.unroll_r, want.tile_r};
 }
 
-// A copy of the input `input` made for `consumer` alone (its wrapper), computed
+// A copy of the input `input` made for `consumer` alone (its wrapper; for
+// every consumer with `consumer` undefined), computed
 // at `at` and vectorized along its first, contiguous dimension: its storage is
 // dense over the region `at` needs, whatever the input's strides (linear's
 // packed W, the whole-row kernels' per-head V). Returned for further
 // scheduling.
 inline Halide::Func contiguous_copy(Halide::Func input, Halide::Func consumer, Halide::LoopLevel at, int vw) {
-    Halide::Func copy = input.in(consumer);
+    Halide::Func copy = consumer.defined() ? input.in(consumer) : input.in();
     copy.compute_at(at).vectorize(copy.args()[0], vw, Halide::TailStrategy::GuardWithIf);
     return copy;
 }

@@ -135,8 +135,11 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
                            prm.score_tile_rows);
     schedule_block_attend(att, acc, LoopLevel(out, rh.x), out, v, rj, prm, tile_rows);
     if (prm.copy_values) {
-        // Every head's V of the batch, each head's rows contiguous.
-        Func rows = contiguous_copy(values, acc, LoopLevel(f.weights, v.n), prm.vector_width);
+        // Every head's V of the batch, each head's rows contiguous. With key
+        // chunks acc's rfactor intermediate reads V, not acc: V's one
+        // consumer, so its wrapper is made for all.
+        Func rows = contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(f.weights, v.n),
+                                    prm.vector_width);
         std::vector<Var> a = rows.args();  // (d, h, j, n)
         rows.reorder_storage(a[0], a[2], a[1], a[3]).reorder(a[0], a[2], a[1]).parallel(a[1]);
     }
