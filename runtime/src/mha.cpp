@@ -601,8 +601,7 @@ bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_
         case Scratch::PerHead: return true;
         case Scratch::Auto: break;
     }
-    return !gpu && ((L >= kPerHeadMinLength && Sk > kPerHeadAboveKeys) ||
-                    2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes);
+    return !gpu && 2 * (L + Sk) * batches * E * (int64_t)sizeof(float) > kPerHeadAboveBytes;
 }
 
 // Batches per pass of the Sequence path (Options::batch_chunk), on the CPU

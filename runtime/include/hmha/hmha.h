@@ -110,14 +110,18 @@ private:
 // or with GpuAttention::Unfused).
 enum class Scratch {
     // On a GPU: Sequence (PerHead is not yet timed on one). On the CPU:
-    // PerHead when each head's attention has at least kPerHeadMinLength
-    // queries and more than kPerHeadAboveKeys keys, or when Sequence's scratch (of one
-    // pass of batch_chunk batches) would exceed kPerHeadAboveBytes; Sequence
-    // otherwise. Measured on 2 cores (2026-11-26): Sequence, whose attention
-    // takes whole rows of up to 1024 keys, 4-6% faster at (1, 512, 512, 512, 8),
-    // 1-2% at (1, 1024, 1024, 512, 8), 3-4% at (1, 4096, 1024, 512, 8) and at
-    // (4, 512, 512, 512, 8) (passes of one batch); PerHead 0-2% faster at
-    // (1, 2048, 2048, 512, 8).
+    // PerHead when Sequence's scratch (of one pass of batch_chunk batches)
+    // would exceed kPerHeadAboveBytes (so at L = S = 8192, E = 512, where
+    // PerHead keeps the peak within 1.2x of inputs, outputs and parameters),
+    // Sequence otherwise, which is as fast or faster: measured on 2 cores of
+    // Zen 4 (AVX-512, 2026-11-26) Sequence 4-6% faster at (1, 512, 512, 512, 8),
+    // 1-2% at (1, 1024, 1024, 512, 8), 3-4% at (1, 4096, 1024, 512, 8) and
+    // at (4, 512, 512, 512, 8), PerHead 0-2% faster at (1, 2048, 2048, 512, 8);
+    // on 2 cores of Zen 3 (AVX2, 2026-11-27, three alternated rounds, ms)
+    // Sequence / PerHead 212-249 / 229-313 at (1, 4096, 2048, 512, 8),
+    // 334-419 / 403-581 at (1, 2048, 2048, 1024, 16) and 408-449 / 435-518 at
+    // (1, 4096, 4096, 512, 8) (until then Auto chose PerHead for those, from
+    // 512 queries and more than 1024 keys).
     Auto,
     // Q, K, V and the attention output of the whole input: 2 * (L + S') * N * E
     // floats, kept by the module between calls (on the CPU, of
@@ -139,9 +143,7 @@ enum class Scratch {
     // 2 * (L + S') * N * E (4x the output). Not yet timed on a GPU.
     PerHead,
 };
-constexpr int64_t kPerHeadMinLength = 512;
-constexpr int64_t kPerHeadAboveKeys = 1024;
-constexpr int64_t kPerHeadAboveBytes = int64_t(64) << 20;
+constexpr int64_t kPerHeadAboveBytes = int64_t(48) << 20;
 // Options::batch_chunk = 0: Sequence's passes hold about this much scratch per thread.
 constexpr int64_t kSequenceChunkBytesPerThread = int64_t(1) << 20;
 const char *to_string(Scratch s);
