@@ -170,7 +170,7 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
     auto add = [&](Params p) { v.push_back(std::move(p)); };
     if (kernel == "linear") {
         for (int to : quick ? std::vector<int>{48, 64} : std::vector<int>{32, 48, 64, 96})
-            for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64})
+            for (int tr : quick ? std::vector<int>{32} : std::vector<int>{16, 32, 64, 96})
                 for (int ur : quick ? std::vector<int>{4} : std::vector<int>{2, 4, 6})
                     add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
     } else if (kernel == "sdpa" || kernel == "sdpa_short") {

@@ -52,22 +52,28 @@ inline int fitting_score_tile_rows(int rows, const Halide::Target &t) {
 // linear's tiles (schedules/cpu/linear.h), target-derived: with 32 vector
 // registers 4 vectors of output features x 4 rows (16 accumulators) in tasks
 // of 32 rows; with 16, 2 vectors x 6 rows (12 accumulators, 2 vectors of W, a
-// broadcast: OpenBLAS's Haswell micro-kernel shape) in tasks of 48 rows, with
-// W packed (linear.h). Measured on AVX2 with packed W (hmha_tune, 2026-11-27,
-// ms per call, two passes), 48-row tasks / 96-row tasks / 3 vectors x 4 rows in
-// 32-row tasks: 2048 x 1024 -> 1024 25.3-25.7 / 22.9-24.1 / 26.3-26.9;
-// 2048 x 512 -> 512 5.7-6.0 / 5.4-5.7 / 6.0-6.2; 512 x 512 1.56-1.59 / 1.64 /
-// 1.66-1.68; 512 x 256 -> 256 0.381-0.407 / 0.375-0.424 / 0.387-0.443. Not 96:
-// the per-head path's output projection runs blocks of 64 rows
-// (runtime/src/mha.cpp attend_per_head), and a call with fewer rows than a task
-// takes the guarded, unrolled-nothing path (measured: (1, 4096, 2048, 512, 8)
-// cross 1.1-1.55x slower end to end with 96-row tasks).
+// broadcast: OpenBLAS's Haswell micro-kernel shape) in tasks of 96 rows, with
+// W packed (linear.h). A task reads all of W's columns it owns once per
+// tile_r rows, so taller tasks read W (4 MiB at E = 1024) fewer times: where
+// the forward's other data has pushed W out of L3, that is the projection's
+// time. Measured in the forward on Zen 3 (AVX2, 2026-11-27, HMHA_TRACE_KERNELS,
+// three alternated rounds, the projections' ms, 48-row / 96-row tasks): cross
+// (1, 2048, 1024, 1024, 16) 111-157 / 89-99, (1, 2048, 2048, 1024, 16)
+// 129-153 / 120-138, (1, 4096, 2048, 512, 8) cross 49-59 / 43-48,
+// (4, 512, 512, 512, 8) 33-34 / 31-33, per-head (1, 2048, 2048, 1024, 16)
+// 232-284 / 215-247; (32, 128, 128, 256, 4), (1, 16, 16, 1024, 16) and
+// (8, 1, 512, 1024, 16) within the VM's drift. Alone (hmha_tune, warm caches,
+// Zen 4's AVX2 target) the gap is smaller: 2048 x 1024 -> 1024 25.3-25.7 /
+// 22.9-24.1 ms, 2048 x 512 -> 512 5.7-6.0 / 5.4-5.7. Calls with fewer rows
+// than a task (the per-head path's 64-row output blocks, decode steps) take
+// the few-row tasks of linear.h; before those existed 96-row tasks lost
+// there (the guarded path).
 struct LinearTile {
     int tile_o, unroll_r, tile_r;
 };
 
 inline LinearTile default_linear_tile(int vw, const Halide::Target &t) {
-    return has_32_vector_registers(t) ? LinearTile{4 * vw, 4, 32} : LinearTile{2 * vw, 6, 48};
+    return has_32_vector_registers(t) ? LinearTile{4 * vw, 4, 32} : LinearTile{2 * vw, 6, 96};
 }
 
 // linear's micro-kernel: (tile_o / vw) x unroll_r accumulators, tile_o / vw
