@@ -157,6 +157,7 @@ public:
     GeneratorParam<int> vector_width{"vector_width", 0, 0, 64};  // 0 = natural for the target
     GeneratorParam<int> score_tile_rows{"score_tile_rows", 4, 1, 16};  // schedules/cpu/masked_softmax.h
     GeneratorParam<bool> copy_values{"copy_values", false};            // schedules/cpu/masked_softmax.h
+    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 65536};           // 0 = whole rows
 
     Input<Buffer<float, 4>> q{"q"};                              // (D, H, L, N)
     Input<Buffer<float, 4>> k{"k"};                              // (D, H, S', N)
@@ -177,6 +178,12 @@ protected:
         if (t.has_gpu_feature() || this->using_autoscheduler()) {
             throw std::invalid_argument(std::string(name) + ": CPU schedule only (GPUs run masked_softmax, attend "
                                         "and head_mean)");
+        }
+        // The Q.K^T tiles are 2 vectors of keys wide, so a chunk is whole tiles.
+        if (key_chunk % (2 * vw()) != 0) {
+            throw std::invalid_argument(std::string(name) + ": key_chunk: expected 0 or a multiple of " +
+                                        std::to_string(2 * vw()) + " (2 vectors), got " +
+                                        std::to_string((int)key_chunk));
         }
         s_.define(*this, t, true);
         s_.define_attend(acc, att, v);
@@ -214,25 +221,18 @@ public:
         out.set_estimates(e_.heads(e_.l));
 
         schedules::cpu::schedule_softmax_attend(s_.cpu_funcs(weights), out, att, acc, v, s_.v, s_.rj, has_masks,
-                                                {query_block, vw(), 0, score_rows(), copy_values},
+                                                {query_block, vw(), key_chunk, score_rows(), copy_values},
                                                 schedules::cpu::register_tile_rows(get_target()));
     }
 };
 
 class SoftmaxAttendMean : public SoftmaxAttendBase<SoftmaxAttendMean> {
 public:
-    GeneratorParam<int> key_chunk{"key_chunk", 0, 0, 65536};  // 0 = whole rows
-    Output<Buffer<float, 3>> mean{"mean"};                     // (S', L, N): the weights averaged over heads
-    Output<Buffer<float, 4>> out{"out"};                       // (D, H, L, N)
+    Output<Buffer<float, 3>> mean{"mean"};  // (S', L, N): the weights averaged over heads
+    Output<Buffer<float, 4>> out{"out"};    // (D, H, L, N)
 
     void generate() {
         define_softmax_attend("softmax_attend_mean");
-        // The Q.K^T tiles are 2 vectors of keys wide, so a chunk is whole tiles.
-        if (key_chunk % (2 * vw()) != 0) {
-            throw std::invalid_argument("softmax_attend_mean: key_chunk: expected 0 or a multiple of " +
-                                        std::to_string(2 * vw()) + " (2 vectors), got " +
-                                        std::to_string((int)key_chunk));
-        }
         const ScoreVars &x = s_.v;
         // Both outputs are written head by head (rh), so that a schedule can
         // run a query block's heads one after the other: the first head
@@ -276,7 +276,7 @@ public:
         out(x.d, x.h, x.i, x.n) = att(x.d, x.i, x.h, x.n);
         out.set_estimates(e_.heads(e_.l));
         schedules::cpu::schedule_sdpa_rows(s_.cpu_funcs(out), out, att, acc, v, s_.v, s_.rj, k.dim(2).extent(),
-                                           has_masks, {query_block, vw(), 0, score_rows(), copy_values},
+                                           has_masks, {query_block, vw(), key_chunk, score_rows(), copy_values},
                                            schedules::cpu::register_tile_rows(get_target()));
     }
 };

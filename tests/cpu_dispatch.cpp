@@ -174,6 +174,10 @@ void run_cases() {
         // softmax_attend_mean_long, then its _copy_v twin.
         {64, 4, 5, hmha::kSoftmaxAttendMeanLongKeys + 6, 1, true, true, false, true, 8},
         {520, 8, 17, hmha::kSoftmaxAttendMeanLongKeys + 6, 1, true, true, false, true, 8},
+        // Per-head weights over kSoftmaxAttendLongKeys keys or more:
+        // softmax_attend_long, then its _copy_v twin.
+        {64, 4, 5, hmha::kSoftmaxAttendLongKeys + 6, 1, true, false, false, true, 8},
+        {520, 8, 17, hmha::kSoftmaxAttendLongKeys + 6, 1, true, false, false, true, 8},
     };
     static_assert(hmha::use_short_key_block(kShortClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
                   !hmha::use_short_key_block(kLongClassKeys, HMHA_SDPA_KEY_BLOCK, HMHA_SDPA_SHORT_KEY_BLOCK) &&
@@ -295,9 +299,9 @@ int main(int argc, char **argv) {
         chosen.insert(choice);
     }
     // linear, sdpa_rows, softmax_attend_mean, softmax_attend, their three
-    // _copy_v classes, sdpa_short_copy_v, sdpa_copy_v, softmax_attend_mean_long
-    // and softmax_attend_mean_long_copy_v: each asks once per process.
-    if (kernels.size() != 11) fail("expected 11 kernels to ask once each, got " + std::to_string(kernels.size()));
+    // _copy_v classes, sdpa_short_copy_v, sdpa_copy_v, softmax_attend_mean_long,
+    // softmax_attend_long and their _copy_v twins: each asks once per process.
+    if (kernels.size() != 13) fail("expected 13 kernels to ask once each, got " + std::to_string(kernels.size()));
     if (chosen.size() != 1) fail("the kernels chose different variants");
 
     if (!expect.empty() && chosen.size() == 1) {

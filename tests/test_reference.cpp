@@ -674,31 +674,35 @@ TEST_CASE("reference: causal need_weights in query chunks on the keys each chunk
 // softmax_attend_mean may run its Q.K^T and e.V a chunk of keys at a time
 // (key_chunk, 128 to 512 as the tuner may pick), and from
 // kSoftmaxAttendMeanLongKeys keys on the runtime calls softmax_attend_mean_long,
-// which does (CMakeLists.txt: 512-key chunks untuned): key counts around those
-// chunks, with the averaged weights, masks, padding and appended keys, and a
-// head_dim that is not a multiple of the vector width.
-TEST_CASE("reference: averaged need_weights at key counts around the key chunks", "[reference]") {
+// which does (CMakeLists.txt: 512-key chunks untuned); for per-head weights
+// softmax_attend_long from kSoftmaxAttendLongKeys: key counts around those
+// chunks, with averaged and per-head weights, masks, padding and appended
+// keys, and a head_dim that is not a multiple of the vector width.
+TEST_CASE("reference: need_weights at key counts around the key chunks", "[reference]") {
     uint32_t seed = 9700;
-    int long_runs = 0;
+    int long_runs = 0, per_head_long_runs = 0;
     for (int64_t S : {1, 2, 31, 33, 127, 128, 129, 255, 257, 511, 512, 513, 1023, 1024, 1030, 1535, 2049})
-        for (int variant = 0; variant < 2; variant++) {
+        for (int variant = 0; variant < 3; variant++) {
             Case c;
             c.E = variant == 0 ? 64 : 36;
             c.H = variant == 0 ? 2 : 3;
             c.L = variant == 0 ? 5 : 34;
             c.S = S;
             c.N = 2;
-            c.layout = variant == 1 ? Layout::BatchFirst : Layout::SeqFirst;
-            c.weights = Weights::Averaged;
-            c.mask = variant == 0 ? MaskKind::Float2D : MaskKind::Bool3D;
-            c.pad = variant == 1 ? PadKind::Bool : PadKind::None;
-            c.add_bias_kv = variant == 1;
+            c.layout = variant >= 1 ? Layout::BatchFirst : Layout::SeqFirst;
+            c.weights = variant == 2 ? Weights::PerHead : Weights::Averaged;
+            c.mask = variant == 1 ? MaskKind::Bool3D : MaskKind::Float2D;
+            c.pad = variant == 1 ? PadKind::Bool : variant == 2 ? PadKind::Float : PadKind::None;
+            c.add_bias_kv = variant >= 1;
             c.add_zero_attn = variant == 1;
             c.hide_p = 0.2;
-            if (S + (variant == 1 ? 2 : 0) >= hmha::kSoftmaxAttendMeanLongKeys) long_runs++;
+            const int64_t keys = S + (variant == 1 ? 2 : variant == 2 ? 1 : 0);
+            if (variant < 2 && keys >= hmha::kSoftmaxAttendMeanLongKeys) long_runs++;
+            if (variant == 2 && keys >= hmha::kSoftmaxAttendLongKeys) per_head_long_runs++;
             run_case(c, seed++);
         }
     CHECK(long_runs > 0);
+    CHECK(per_head_long_runs > 0);
 }
 
 TEST_CASE("reference: large configurations (E up to 1024 and L or S up to 700)", "[reference][large]") {

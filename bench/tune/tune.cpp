@@ -86,12 +86,15 @@ double time_ms(const std::function<void()> &run, int reps) {
 std::string generator_of(const std::string &kernel) {
     if (kernel == "sdpa_short") return "sdpa";
     if (kernel == "softmax_attend_mean_long") return "softmax_attend_mean";
+    if (kernel == "softmax_attend_long") return "softmax_attend";
     return kernel;
 }
 
 Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
     if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};
-    if (kernel == "softmax_attend_mean_long") return {{"key_chunk", "512"}, {"query_block", "128"}};
+    if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long") {
+        return {{"key_chunk", "512"}, {"query_block", "128"}};
+    }
     if (kernel == "sdpa_rows") return {{"query_block", "64"}};
     return {};
 }
@@ -99,7 +102,7 @@ Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
 // Every kernel the tuner knows, in the order it tunes them by default.
 const std::vector<std::string> kAllKernels{"linear",         "sdpa",          "sdpa_short", "sdpa_rows",
                                            "masked_softmax", "softmax_attend", "attend",     "softmax_attend_mean",
-                                           "softmax_attend_mean_long", "head_mean"};
+                                           "softmax_attend_mean_long", "softmax_attend_long", "head_mean"};
 
 bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
@@ -195,8 +198,9 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int qb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
             for (int rows : quick ? std::vector<int>{0} : std::vector<int>{4, 8})
                 add({{"query_block", std::to_string(qb)}, {"score_tile_rows", std::to_string(rows)}});
-    } else if (kernel == "softmax_attend_mean" || kernel == "softmax_attend_mean_long") {
-        const bool long_keys = kernel == "softmax_attend_mean_long";
+    } else if (kernel == "softmax_attend_mean" || kernel == "softmax_attend_mean_long" ||
+               kernel == "softmax_attend_long") {
+        const bool long_keys = kernel != "softmax_attend_mean";
         const std::vector<int> kcs = quick ? (long_keys ? std::vector<int>{512} : std::vector<int>{0, 256})
                                            : (long_keys ? std::vector<int>{256, 512, 1024} : std::vector<int>{0, 256, 512});
         for (int kc : kcs)
@@ -216,16 +220,18 @@ std::vector<Shape> issue_classes_for(const std::string &kernel, bool quick) {
     if (quick) {
         if (kernel == "sdpa_short") return {Shape{1, 128, 1100, 256, 4}};
         if (kernel == "sdpa_rows") return {Shape{8, 128, 128, 256, 4}};
-        if (kernel == "softmax_attend_mean_long") return {Shape{1, 256, 1100, 512, 8}};
+        if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long") return {Shape{1, 256, 1100, 512, 8}};
         return {Shape{4, 256, 256, 512, 8}};
     }
-    // softmax_attend_mean_long takes kSoftmaxAttendMeanLongKeys keys or more,
-    // in the runtime's rounds of kWeightsQueryChunk queries; the plain class
-    // fewer keys.
+    // softmax_attend_mean_long and softmax_attend_long take
+    // kSoftmaxAttendMeanLongKeys / kSoftmaxAttendLongKeys keys or more, in the
+    // runtime's rounds of kWeightsQueryChunk queries; the plain classes fewer.
     const int64_t round = hmha::kWeightsQueryChunk;
-    if (kernel == "softmax_attend_mean_long")
+    if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long")
         return {Shape{1, (int)round, 2048, 1024, 16}, Shape{1, (int)round, 4096, 512, 8}};
-    if (kernel == "softmax_attend_mean") return {short_keys, bench, Shape{1, (int)round, 1000, 512, 8}};
+    if (kernel == "softmax_attend_mean" || kernel == "softmax_attend") {
+        return {short_keys, bench, Shape{1, (int)round, 1000, 512, 8}};
+    }
     // The online classes run past sdpa_rows' 1024 keys only (on the per-head
     // path as sdpa_kt and sdpa_kt_short, with these params).
     if (kernel == "sdpa") return {long_seq, Shape{1, 4096, 2048, 512, 8}};

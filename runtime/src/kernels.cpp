@@ -144,7 +144,9 @@ const KernelSet &kernels_for(Device device) {
                                .softmax_attend_mean_copy_v = hmha_softmax_attend_mean_copy_v_cpu,
                                .softmax_attend_mean_long = hmha_softmax_attend_mean_long_cpu,
                                .softmax_attend_mean_long_copy_v = hmha_softmax_attend_mean_long_copy_v_cpu,
-                               .softmax_attend_copy_v = hmha_softmax_attend_copy_v_cpu};
+                               .softmax_attend_copy_v = hmha_softmax_attend_copy_v_cpu,
+                               .softmax_attend_long = hmha_softmax_attend_long_cpu,
+                               .softmax_attend_long_copy_v = hmha_softmax_attend_long_copy_v_cpu};
     if (device == Device::CPU) return cpu;
     const KernelSet *built = device == Device::CUDA ? cuda_kernels() : opencl_kernels();
     if (built == nullptr) {
@@ -221,6 +223,9 @@ decltype(&hmha_softmax_attend_mean_cpu) KernelSet::softmax_attend_mean_for(int64
 
 decltype(&hmha_softmax_attend_cpu) KernelSet::softmax_attend_for(int64_t keys, int64_t queries,
                                                                 int64_t value_row_stride) const {
+    if (softmax_attend_long != nullptr && keys >= kSoftmaxAttendLongKeys) {
+        return plain_or_copy_v(softmax_attend_long, softmax_attend_long_copy_v, keys, queries, value_row_stride);
+    }
     return plain_or_copy_v(softmax_attend, softmax_attend_copy_v, keys, queries, value_row_stride);
 }
 

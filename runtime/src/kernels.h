@@ -32,6 +32,8 @@
 #include "hmha_sdpa_short_cpu.h"
 #include "hmha_softmax_attend_copy_v_cpu.h"
 #include "hmha_softmax_attend_cpu.h"
+#include "hmha_softmax_attend_long_copy_v_cpu.h"
+#include "hmha_softmax_attend_long_cpu.h"
 #include "hmha_softmax_attend_mean_copy_v_cpu.h"
 #include "hmha_softmax_attend_mean_cpu.h"
 #include "hmha_softmax_attend_mean_long_copy_v_cpu.h"
@@ -108,6 +110,9 @@ struct KernelSet {
     // softmax_attend copying each head's V into contiguous rows first (null:
     // none), and the one of the two to call, as softmax_attend_mean_for.
     decltype(&hmha_softmax_attend_copy_v_cpu) softmax_attend_copy_v = nullptr;
+    // Both with key chunks, for kSoftmaxAttendLongKeys keys or more (null: none).
+    decltype(&hmha_softmax_attend_long_cpu) softmax_attend_long = nullptr;
+    decltype(&hmha_softmax_attend_long_copy_v_cpu) softmax_attend_long_copy_v = nullptr;
     decltype(&hmha_softmax_attend_cpu) softmax_attend_for(int64_t keys, int64_t queries,
                                                           int64_t value_row_stride) const;
     // GPU families: linear reading x's rows along k as vectors (null: none),
@@ -131,8 +136,10 @@ static_assert(std::is_same_v<decltype(&hmha_softmax_attend_mean_copy_v_cpu), dec
                   std::is_same_v<decltype(&hmha_softmax_attend_mean_long_copy_v_cpu),
                                  decltype(&hmha_softmax_attend_mean_cpu)>,
               "KernelSet::softmax_attend_mean_for returns any");
-static_assert(std::is_same_v<decltype(&hmha_softmax_attend_copy_v_cpu), decltype(&hmha_softmax_attend_cpu)>,
-              "KernelSet::softmax_attend_for returns either");
+static_assert(std::is_same_v<decltype(&hmha_softmax_attend_copy_v_cpu), decltype(&hmha_softmax_attend_cpu)> &&
+                  std::is_same_v<decltype(&hmha_softmax_attend_long_cpu), decltype(&hmha_softmax_attend_cpu)> &&
+                  std::is_same_v<decltype(&hmha_softmax_attend_long_copy_v_cpu), decltype(&hmha_softmax_attend_cpu)>,
+              "KernelSet::softmax_attend_for returns any");
 
 // The kernels for `device`; throws Error when this build or machine lacks it
 // (the device API is initialised once, on first use). A family this build did

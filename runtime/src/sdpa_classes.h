@@ -93,6 +93,16 @@ constexpr Fn plain_or_copy_v(Fn plain, Fn copying, int64_t keys, int64_t queries
 // 1.05 (256-key chunks 1.08).
 constexpr int64_t kSoftmaxAttendMeanLongKeys = 1024;
 
+// softmax_attend_long (and its _copy_v twin) from this many keys on: the
+// per-head weights' softmax_attend with its Q.K^T and e.V 512 keys at a time.
+// Measured as above, whole rows (64-query blocks) / 512-key chunks (128):
+// (1, 1024, 4096, 512, 8) 127.5 / 89.2 (256-key chunks in 64-query blocks
+// 82.4), (1, 2048, 1024, 1024, 16) 147.0 / 106.3 (118.0). Chunked, the
+// scores of a chunk of keys are computed for every query of the block before
+// the next chunk's, so each chunk of K^T is read from cache by every score
+// tile; with only the products chunked the kernel was no faster.
+constexpr int64_t kSoftmaxAttendLongKeys = 1024;
+
 // The sdpa class to call for `keys` keys and `queries` queries, V's rows
 // `value_row_stride` floats apart, from a set `ks` with fields sdpa,
 // sdpa_short, sdpa_rows and their _copy_v twins (any null: not built) and

@@ -74,7 +74,7 @@ inline void schedule_query_block_softmax(MaskedSoftmaxFuncs f, Halide::Func owne
     parallel_query_blocks(owner, inner, v.i, v.h, v.n, prm.query_block).vectorize(inner, vw, TailStrategy::GuardWithIf);
     f.sc.kt.compute_at(owner, v.h);
     schedule_key_transpose(f.sc.kt, v, vw, keys);
-    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(owner, io), 0, prm.score_tile_rows);
+    schedule_block_softmax(f, v, rj, has_masks, vw, LoopLevel(owner, io), prm.key_chunk, prm.score_tile_rows);
 }
 
 inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
@@ -101,7 +101,11 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
     schedule_block_attend(att, acc, LoopLevel(out, io), out, v, rj, prm, tile_rows);
-    if (prm.copy_values) contiguous_copy(values, acc, LoopLevel(f.weights, v.h), prm.vector_width);
+    // With key chunks acc's rfactor intermediate reads V (as in
+    // softmax_attend_mean below).
+    if (prm.copy_values) {
+        contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(f.weights, v.h), prm.vector_width);
+    }
 }
 
 // softmax_attend_mean: as softmax_attend, but parallel over batch and query
@@ -157,7 +161,9 @@ inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::F
     using namespace Halide;
     schedule_query_block_softmax(f, out, v.d, keys, v, rj, has_masks, prm);
     schedule_block_attend(att, acc, LoopLevel(out, Var("io")), out, v, rj, prm, tile_rows);
-    if (prm.copy_values) contiguous_copy(values, acc, LoopLevel(out, v.h), prm.vector_width);
+    if (prm.copy_values) {
+        contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(out, v.h), prm.vector_width);
+    }
 }
 
 }  // namespace hmha_gen::schedules::cpu
