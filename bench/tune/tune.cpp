@@ -80,9 +80,14 @@ double time_ms(const std::function<void()> &run, int reps) {
 }
 
 // Shape classes (CMakeLists.txt, HMHA_CPU_CLASS_KERNELS): sdpa_short is the
-// sdpa generator built again with shorter key blocks, with its class defaults,
-// softmax_attend_mean_long softmax_attend_mean's with key chunks; sdpa_rows is
-// a generator of its own (generators/masked_softmax.cpp).
+// sdpa generator built again with shorter key blocks, with its class defaults;
+// softmax_attend_mean_long and softmax_attend_long are softmax_attend_mean's
+// and softmax_attend's generators with key chunks, for long key sequences;
+// sdpa_rows is a generator of its own (generators/masked_softmax.cpp).
+bool long_keys_class(const std::string &kernel) {
+    return kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long";
+}
+
 std::string generator_of(const std::string &kernel) {
     if (kernel == "sdpa_short") return "sdpa";
     if (kernel == "softmax_attend_mean_long") return "softmax_attend_mean";
@@ -92,9 +97,7 @@ std::string generator_of(const std::string &kernel) {
 
 Params class_defaults(const std::string &kernel) {  // as CMakeLists.txt
     if (kernel == "sdpa_short") return {{"key_block", "128"}, {"query_block", "64"}};
-    if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long") {
-        return {{"key_chunk", "512"}, {"query_block", "128"}};
-    }
+    if (long_keys_class(kernel)) return {{"key_chunk", "512"}, {"query_block", "128"}};
     if (kernel == "sdpa_rows") return {{"query_block", "64"}};
     return {};
 }
@@ -198,9 +201,8 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
         for (int qb : quick ? std::vector<int>{64, 128} : std::vector<int>{32, 64, 128})
             for (int rows : quick ? std::vector<int>{0} : std::vector<int>{4, 8})
                 add({{"query_block", std::to_string(qb)}, {"score_tile_rows", std::to_string(rows)}});
-    } else if (kernel == "softmax_attend_mean" || kernel == "softmax_attend_mean_long" ||
-               kernel == "softmax_attend_long") {
-        const bool long_keys = kernel != "softmax_attend_mean";
+    } else if (kernel == "softmax_attend_mean" || long_keys_class(kernel)) {
+        const bool long_keys = long_keys_class(kernel);
         const std::vector<int> kcs = quick ? (long_keys ? std::vector<int>{512} : std::vector<int>{0, 256})
                                            : (long_keys ? std::vector<int>{256, 512, 1024} : std::vector<int>{0, 256, 512});
         for (int kc : kcs)
@@ -220,15 +222,14 @@ std::vector<Shape> issue_classes_for(const std::string &kernel, bool quick) {
     if (quick) {
         if (kernel == "sdpa_short") return {Shape{1, 128, 1100, 256, 4}};
         if (kernel == "sdpa_rows") return {Shape{8, 128, 128, 256, 4}};
-        if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long") return {Shape{1, 256, 1100, 512, 8}};
+        if (long_keys_class(kernel)) return {Shape{1, 256, 1100, 512, 8}};
         return {Shape{4, 256, 256, 512, 8}};
     }
     // softmax_attend_mean_long and softmax_attend_long take
     // kSoftmaxAttendMeanLongKeys / kSoftmaxAttendLongKeys keys or more, in the
     // runtime's rounds of kWeightsQueryChunk queries; the plain classes fewer.
     const int64_t round = hmha::kWeightsQueryChunk;
-    if (kernel == "softmax_attend_mean_long" || kernel == "softmax_attend_long")
-        return {Shape{1, (int)round, 2048, 1024, 16}, Shape{1, (int)round, 4096, 512, 8}};
+    if (long_keys_class(kernel)) return {Shape{1, (int)round, 2048, 1024, 16}, Shape{1, (int)round, 4096, 512, 8}};
     if (kernel == "softmax_attend_mean" || kernel == "softmax_attend") {
         return {short_keys, bench, Shape{1, (int)round, 1000, 512, 8}};
     }
