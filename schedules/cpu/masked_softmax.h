@@ -91,6 +91,9 @@ inline void schedule_masked_softmax(MaskedSoftmaxFuncs f, const ScoreVars &v, Ha
 // loops of a block Func, not those of a fused loop) and the accumulators
 // lived on the stack, 1.7x slower. With copy_values, each head's V is first
 // copied into contiguous rows per (batch, head) task, as in sdpa_rows below.
+// In all three kernels the copy wraps V for every consumer: V's one consumer
+// is acc, or with key chunks acc's rfactor intermediate, which a wrapper
+// for acc alone would miss ("Cannot wrap v_im in acc").
 inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Halide::Func att, Halide::Func acc,
                                     Halide::Func values, const ScoreVars &v, Halide::RDom rj, Halide::Expr has_masks,
                                     const MaskedSoftmaxParams &prm, int tile_rows) {
@@ -101,11 +104,7 @@ inline void schedule_softmax_attend(MaskedSoftmaxFuncs f, Halide::Func out, Hali
         .vectorize(v.d, prm.vector_width, TailStrategy::GuardWithIf)
         .compute_with(f.weights, io);
     schedule_block_attend(att, acc, LoopLevel(out, io), out, v, rj, prm, tile_rows);
-    // With key chunks acc's rfactor intermediate reads V (as in
-    // softmax_attend_mean below).
-    if (prm.copy_values) {
-        contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(f.weights, v.h), prm.vector_width);
-    }
+    if (prm.copy_values) contiguous_copy(values, Func(), LoopLevel(f.weights, v.h), prm.vector_width);
 }
 
 // softmax_attend_mean: as softmax_attend, but parallel over batch and query
@@ -139,11 +138,8 @@ inline void schedule_softmax_attend_mean(MaskedSoftmaxFuncs f, Halide::Func out,
                            prm.score_tile_rows);
     schedule_block_attend(att, acc, LoopLevel(out, rh.x), out, v, rj, prm, tile_rows);
     if (prm.copy_values) {
-        // Every head's V of the batch, each head's rows contiguous. With key
-        // chunks acc's rfactor intermediate reads V, not acc: V's one
-        // consumer, so its wrapper is made for all.
-        Func rows = contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(f.weights, v.n),
-                                    prm.vector_width);
+        // Every head's V of the batch, each head's rows contiguous.
+        Func rows = contiguous_copy(values, Func(), LoopLevel(f.weights, v.n), prm.vector_width);
         std::vector<Var> a = rows.args();  // (d, h, j, n)
         rows.reorder_storage(a[0], a[2], a[1], a[3]).reorder(a[0], a[2], a[1]).parallel(a[1]);
     }
@@ -161,9 +157,7 @@ inline void schedule_sdpa_rows(MaskedSoftmaxFuncs f, Halide::Func out, Halide::F
     using namespace Halide;
     schedule_query_block_softmax(f, out, v.d, keys, v, rj, has_masks, prm);
     schedule_block_attend(att, acc, LoopLevel(out, Var("io")), out, v, rj, prm, tile_rows);
-    if (prm.copy_values) {
-        contiguous_copy(values, prm.key_chunk > 0 ? Func() : acc, LoopLevel(out, v.h), prm.vector_width);
-    }
+    if (prm.copy_values) contiguous_copy(values, Func(), LoopLevel(out, v.h), prm.vector_width);
 }
 
 }  // namespace hmha_gen::schedules::cpu
