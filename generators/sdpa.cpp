@@ -40,6 +40,7 @@ public:
     GeneratorParam<bool> gpu_split_block_reductions{"gpu_split_block_reductions", false};
     GeneratorParam<bool> gpu_thread_block_reductions{"gpu_thread_block_reductions", false};
     GeneratorParam<bool> gpu_stage_values{"gpu_stage_values", false};  // tiled only: schedules/gpu/sdpa.h
+    GeneratorParam<int> gpu_head_dim{"gpu_head_dim", 64, 0, 1024};  // a guard-free path for it (0: none): schedules/gpu/sdpa.h
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
@@ -155,7 +156,8 @@ public:
                                            gpu_thread_per_query, gpu_unroll, gpu_thread_state,
                                            gpu_max_head_dim, gpu_dot_unroll, gpu_pv_registers, gpu_tile_j,
                                            gpu_tile_i, gpu_tile_d, gpu_split_block_reductions,
-                                           gpu_thread_block_reductions, gpu_stage_values});
+                                           gpu_thread_block_reductions, gpu_stage_values, gpu_head_dim},
+                                          head_dim, has_masks);
             if (gpu_thread_per_query && gpu_thread_state) {
                 add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim,
                                 "exceeds gpu_max_head_dim", (int)gpu_max_head_dim);

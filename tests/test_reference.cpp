@@ -386,6 +386,35 @@ TEST_CASE("reference: head_dim 1..128 with 1..8 heads unmasked and masked", "[re
         }
 }
 
+// The GPU sdpa's second kernel (schedules/gpu/sdpa.h, SdpaParams::head_dim:
+// head_dim 64, whole query blocks, no masks), which no test above reaches
+// (their query counts are odd): query counts that are multiples of 64 (whole
+// blocks for any power-of-two query block up to 64) and one past them, key
+// counts inside, at and past a key block, causal, appended keys, and a key
+// padding mask (back to the general kernel). On PoCL, 2026-11-27, the
+// OpenCL kernels run (POCL_DEBUG): the specialized one for L = 64 and 128,
+// the general one for L = 65 and with the mask. On the CPU, sdpa as usual.
+TEST_CASE("reference: need_weights=false at head_dim 64 with whole query blocks", "[reference]") {
+    uint32_t seed = 7200;
+    for (int64_t L : {64, 128, 65})
+        for (int64_t S : {1, 33, 100})
+            for (int variant = 0; variant < 4; variant++) {
+                Case c;
+                c.H = variant % 2 ? 3 : 1;
+                c.E = 64 * c.H;
+                c.L = L;
+                c.S = S;
+                c.N = 2;
+                c.weights = Weights::None;
+                c.causal = variant == 1;
+                c.add_bias_kv = c.add_zero_attn = variant == 2;
+                c.pad = variant == 3 ? PadKind::Bool : PadKind::None;
+                c.layout = variant == 3 ? Layout::BatchFirst : Layout::SeqFirst;
+                c.hide_p = 0.1;
+                run_case(c, seed++);
+            }
+}
+
 // Heads wider than the fused GPU sdpa's shared memory holds (runtime/src/mha.cpp,
 // kGpuFusedMaxHeadDim = 128) take the unfused path on a GPU family, the fused
 // one on the CPU; need_weights=false either way, with masks and causal.

@@ -71,6 +71,14 @@ struct SdpaParams {
     // same way, once per block, from the clamped `qc`, gave wrong results on
     // PoCL with Halide 21 at S = 65 and L <= 3; not kept.)
     bool stage_values;
+    // A second copy of the kernel for calls with this head_dim (0: none),
+    // whole query blocks and no masks, where every loop over head dims and
+    // queries is whole: the general kernel guards each head dim and query of
+    // a thread's tiles (GuardWithIf; GPU thread loops are not partitioned),
+    // and loads the three masks for every score. In the tuned CUDA variant's
+    // PTX at head_dim 64: 1153 instructions and 60 branches against 2265 and
+    // 192, the P.V loop's 4 FMAs a key no longer each behind a branch.
+    int head_dim;
 };
 
 struct SdpaFuncs {
@@ -271,8 +279,8 @@ inline void schedule_sdpa_tiled(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     }
 }
 
-inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
-                          Halide::RDom rb, const SdpaParams &prm) {
+inline void schedule_sdpa_loops(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
+                                Halide::RDom rb, const SdpaParams &prm) {
     if (prm.thread_per_query) {
         schedule_sdpa_query_rows(f, v, rj, rb, jj, kb, prm);
         return;
@@ -319,6 +327,18 @@ inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halid
     f.block_pv.compute_at(f.state, rb).store_in(MemoryType::GPUShared);
     f.block_pv.split(v.d, dO, di, td, guard).reorder(dO, di, v.i).gpu_threads(di, v.i);
     f.block_pv.update().split(v.d, dO, di, td, guard).reorder(dO, di, rj.x, v.i).gpu_threads(di, v.i);
+}
+
+// head_dim: q's (the dot products' extent); has_masks: the kernel's input.
+inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
+                          Halide::RDom rb, const SdpaParams &prm, Halide::Expr head_dim, Halide::Expr has_masks) {
+    schedule_sdpa_loops(f, v, kb, jj, rj, rb, prm);
+    if (prm.head_dim > 0) {
+        // After the schedule: specialize() copies the schedule so far.
+        Halide::OutputImageParam o = f.out.output_buffer();
+        f.out.specialize(o.dim(0).extent() == prm.head_dim && head_dim == prm.head_dim &&
+                         o.dim(2).extent() % prm.query_block == 0 && !has_masks);
+    }
 }
 
 }  // namespace hmha_gen::schedules::gpu
