@@ -46,7 +46,8 @@ public:
     // the key count is v's). The kernel then keeps no transposed copy of its
     // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
-    GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows
+    GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows (schedules/cpu/defaults.h, sdpa_tiles)
+    GeneratorParam<int> pv_tile_rows{"pv_tile_rows", 0, 0, 16};  // queries per P.V register tile; 0 = register_tile_rows (sdpa_tiles)
     GeneratorParam<int> reduction_vectors{"reduction_vectors", 1, 0, 16};  // schedules/cpu/sdpa.h lane_reduction
     GeneratorParam<bool> copy_values{"copy_values", false};  // CPU only: schedules/cpu/sdpa.h
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
@@ -166,11 +167,10 @@ public:
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
         const Target t = get_target();
-        const int tile_rows = schedules::cpu::register_tile_rows(t);
-        schedules::cpu::SdpaParams prm{key_block, query_block,
+        const schedules::cpu::SdpaTiles tiles = schedules::cpu::sdpa_tiles(score_tile_rows, pv_tile_rows, query_block, t);
+        schedules::cpu::SdpaParams prm{key_block, tiles.query_block,
                                        schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       tile_rows, keys_transposed, schedules::cpu::fitting_score_tile_rows(schedules::cpu::or_default(score_tile_rows, tile_rows), t),
-                                       reduction_vectors, copy_values};
+                                       tiles.pv_rows, keys_transposed, tiles.score_rows, reduction_vectors, copy_values};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 

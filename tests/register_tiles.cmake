@@ -44,9 +44,16 @@ endfunction()
 # Q.K^T tiles: 2 vectors of keys x rows queries (dot's stack block).
 # 8 rows: 2 x 16 x 8 floats with AVX-512; AVX2 falls back to its 4 rows (2 x 8 x 4), not 2 x 8 x 8.
 check(sdpa ${avx512} "allocate dot\\$1\\[float32 \\* 256\\]" score_tile_rows=8)
-check(sdpa ${avx2} "allocate dot\\$1\\[float32 \\* 64\\]" score_tile_rows=8)
+# The online sdpa on AVX2 (defaults.h, sdpa_tiles): 6-row tiles for both
+# products (2 x 8 x 6, its P.V block too) in query blocks of whole tiles (32 -> 30).
+check(sdpa ${avx2} "allocate dot\\$1\\[float32 \\* 96\\]" score_tile_rows=8)
+check(sdpa ${avx2} "allocate block_pv\\[float32 \\* 96\\]" score_tile_rows=8)
+check(sdpa ${avx2} "allocate block_sum\\[float32 \\* 30\\]" score_tile_rows=8 query_block=32)
 # 6 rows fit 16 registers (12 accumulators, 2 vectors of K^T, a broadcast): kept.
 check(sdpa ${avx2} "allocate dot\\$1\\[float32 \\* 96\\]" score_tile_rows=6)
+# A 4-row score tile asked for, where it fits: 4-row tiles in the 32-query block.
+check(sdpa ${avx2} "allocate block_pv\\[float32 \\* 64\\]" score_tile_rows=4)
+check(sdpa ${avx2} "allocate block_sum\\[float32 \\* 32\\]" score_tile_rows=4 query_block=32)
 check(sdpa_rows ${avx512} "allocate dot\\$1\\[float32 \\* 256\\]" score_tile_rows=8)
 check(sdpa_rows ${avx2} "allocate dot\\$1\\[float32 \\* 64\\]" score_tile_rows=8)
 check(masked_softmax ${avx2} "allocate dot\\$1\\[float32 \\* 64\\]" score_tile_rows=8)

@@ -181,7 +181,8 @@ std::vector<Params> sweep(const std::string &kernel, bool quick) {
                     add({{"tile_o", std::to_string(to)}, {"tile_r", std::to_string(tr)}, {"unroll_r", std::to_string(ur)}});
     } else if (kernel == "sdpa" || kernel == "sdpa_short") {
         // score_tile_rows: queries per Q.K^T register tile (the default is 8
-        // where there are 32 vector registers, 4 with 16; schedules/cpu/sdpa.h).
+        // where there are 32 vector registers, 4 with 16, where 8 means 6-row
+        // Q.K^T and P.V tiles in whole-tile query blocks; schedules/cpu/defaults.h, sdpa_tiles).
         // Key blocks of 64 (long class) and query blocks of 16 never won on the
         // dev VM; left out to keep the sweep near its old size with both heights.
         const bool long_keys = kernel == "sdpa";

@@ -4,6 +4,8 @@
 // target's vector register file (32 registers with AVX-512 or NEON, 16 with AVX2).
 #pragma once
 
+#include <algorithm>
+
 #include "Halide.h"
 
 namespace hmha_gen::schedules::cpu {
@@ -47,6 +49,34 @@ inline int vector_registers(const Halide::Target &t) {
 // accumulators, 2 vectors of K^T and a broadcast query.
 inline int fitting_score_tile_rows(int rows, const Halide::Target &t) {
     return 2 * rows + 3 <= vector_registers(t) ? rows : register_tile_rows(t);
+}
+
+// The online sdpa's tiles (schedules/cpu/sdpa.h): queries per Q.K^T tile,
+// per P.V tile, and per query block (0 rows: register_tile_rows). As asked
+// where they fit; on 16 vector registers, where the score tile asked for does
+// not fit (the tuned file's 8 rows reach the AVX2 variant of a dispatch
+// build), 6-row tiles for both products (12 accumulators, 2 vectors, a
+// broadcast: 15 registers) and the query block rounded down to whole tiles.
+// hmha_tune on Zen 3 (AVX2, 2026-11-27, key blocks of 512, ms, 4-row tiles in
+// 32-query blocks / 6-row tiles in 30-query blocks, two alternated rounds): (1, 4096, 4096, 512, 8)
+// 326-332 / 292-316, (1, 2048, 1024, 1024, 16) 72.5-75.1 / 70.2-71.5,
+// (4, 512, 512, 512, 8) 19.6-19.7 / 18.6-18.7; in 48-query blocks 263-267
+// against 276-281 at the first shape in another phase of the VM. 6-row tiles
+// in the 32-query block (a 2-row tail) were 3-15% slower than 4-row ones, and
+// in sdpa_short (128-key blocks, 128 queries) 6-row tiles in 126-query blocks
+// 0-5% slower than 4-row ones (its tuned 4 rows fit; 0 rows stay 4).
+struct SdpaTiles {
+    int score_rows, pv_rows, query_block;
+};
+
+inline SdpaTiles sdpa_tiles(int score_rows, int pv_rows, int query_block, const Halide::Target &t) {
+    if (!has_32_vector_registers(t) && score_rows > 0 && fitting_score_tile_rows(score_rows, t) != score_rows) {
+        const int rows = (vector_registers(t) - 3) / 2;
+        return {rows, rows, std::max(rows, query_block / rows * rows)};
+    }
+    const int fallback = register_tile_rows(t);
+    return {fitting_score_tile_rows(or_default(score_rows, fallback), t),
+            fitting_score_tile_rows(or_default(pv_rows, fallback), t), query_block};
 }
 
 // linear's tiles (schedules/cpu/linear.h), target-derived: with 32 vector

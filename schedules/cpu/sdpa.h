@@ -19,8 +19,10 @@
 // (bench/results/amd-epyc-zen4-2core-2026-11-27-lane-reductions-experiment.md).
 // The two matmuls (Q.K^T and P.V) accumulate in register tiles of
 // 2 vectors x score_tile_rows queries (Q.K^T) and 2 vectors x tile_rows queries
-// (P.V); both default to 8 with 32 vector registers, 4 with 16: a wrapper Func
-// owns the block, the reduction Func is computed per tile so LLVM keeps its
+// (P.V); both default to 8 with 32 vector registers, 4 with 16, where a
+// score tile that does not fit (8 rows) means 6-row tiles for both in query
+// blocks of whole tiles (defaults.h, sdpa_tiles): a wrapper Func owns the
+// block, the reduction Func is computed per tile so LLVM keeps its
 // accumulators in registers.
 //
 // Measured with hmha_tune --variants on AVX-512 (2026-11-26; key blocks of
