@@ -104,7 +104,7 @@ KernelMha::KernelMha(const KernelSet &ks, const MhaWeights &w, int64_t num_heads
 void KernelMha::forward(const Shape &s, const float *query, const float *kv, bool causal, float *out, float *weights) {
     const int64_t N = s.N, L = s.L, S = s.S, E = E_, H = H_, D = E / H;
     const bool nw = weights != nullptr;
-    const int64_t chunk_w = std::min(L, kWeightsQueryChunk);
+    const int64_t chunk_w = std::min(L, hmha::kWeightsQueryChunk);
     // Passes of NB batches, as the runtime's Sequence path (batch_passes.h),
     // with our kernels. An autoscheduled set runs the whole shape in one pass:
     // its schedules were made for that shape (Li2018's sdpa read past a pass of
@@ -137,7 +137,7 @@ void KernelMha::forward(const Shape &s, const float *query, const float *kv, boo
         }
 
         if (!nw) {
-            const int64_t chunk = causal ? kCausalQueryChunk : L;
+            const int64_t chunk = causal ? hmha::kCausalQueryChunk : L;
             for (int64_t i0 = 0; i0 < L; i0 += chunk) {
                 const int64_t rows = std::min(chunk, L - i0);
                 const int64_t keys = causal ? std::min(S, i0 + rows) : S;
@@ -172,7 +172,7 @@ KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const 
                           double min_seconds) {
     KernelResult r;
     const int64_t N = s.N, L = s.L, S = s.S, E = s.E, H = s.H, D = E / H;
-    const int64_t C = std::min(L, kWeightsQueryChunk);
+    const int64_t C = std::min(L, hmha::kWeightsQueryChunk);
     const float scale = (float)std::sqrt(1.0 / (double)D);
     // (N, L|S, E) rows, as the projections leave them.
     std::vector<float> q = random_floats((size_t)(N * L * E), 1.0f, 31);
