@@ -40,14 +40,17 @@ public:
     GeneratorParam<bool> gpu_split_block_reductions{"gpu_split_block_reductions", false};
     GeneratorParam<bool> gpu_thread_block_reductions{"gpu_thread_block_reductions", false};
     GeneratorParam<bool> gpu_stage_values{"gpu_stage_values", false};  // tiled only: schedules/gpu/sdpa.h
-    GeneratorParam<int> gpu_head_dim{"gpu_head_dim", 64, 0, 1024};  // a guard-free path for it (0: none): schedules/gpu/sdpa.h
+    // A guard-free kernel for this head_dim (0: none): schedules/gpu/sdpa.h.
+    GeneratorParam<int> gpu_head_dim{"gpu_head_dim", 64, 0, 1024};
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
     // rounded up to whole key blocks (the padding keys are read and hidden;
     // the key count is v's). The kernel then keeps no transposed copy of its
     // own: the runtime's per-head path (Scratch::PerHead) writes K^T directly.
     GeneratorParam<bool> keys_transposed{"keys_transposed", false};
-    GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};  // 0 = register_tile_rows (schedules/cpu/defaults.h, sdpa_tiles)
-    GeneratorParam<int> pv_tile_rows{"pv_tile_rows", 0, 0, 16};  // queries per P.V register tile; 0 = register_tile_rows (sdpa_tiles)
+    // Queries per Q.K^T and per P.V register tile; 0: register_tile_rows
+    // (schedules/cpu/defaults.h, sdpa_tiles).
+    GeneratorParam<int> score_tile_rows{"score_tile_rows", 0, 0, 16};
+    GeneratorParam<int> pv_tile_rows{"pv_tile_rows", 0, 0, 16};
     GeneratorParam<int> reduction_vectors{"reduction_vectors", 1, 0, 16};  // schedules/cpu/sdpa.h lane_reduction
     GeneratorParam<bool> copy_values{"copy_values", false};  // CPU only: schedules/cpu/sdpa.h
     GeneratorParam<std::string> estimate{"estimate", kDefaultEstimate};  // autoschedulers: generators/estimates.h
@@ -167,10 +170,11 @@ public:
         }
         schedules::cpu::SdpaFuncs f{out, state, block_max, block_sum, block_pv, p, score, sc, kc, vc};
         const Target t = get_target();
-        const schedules::cpu::SdpaTiles tiles = schedules::cpu::sdpa_tiles(score_tile_rows, pv_tile_rows, query_block, t);
-        schedules::cpu::SdpaParams prm{key_block, tiles.query_block,
-                                       schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t)),
-                                       tiles.pv_rows, keys_transposed, tiles.score_rows, reduction_vectors, copy_values};
+        const schedules::cpu::SdpaTiles tiles =
+            schedules::cpu::sdpa_tiles(score_tile_rows, pv_tile_rows, query_block, t);
+        const int vw = schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(t));
+        schedules::cpu::SdpaParams prm{key_block, tiles.query_block, vw, tiles.pv_rows, keys_transposed,
+                                       tiles.score_rows, reduction_vectors, copy_values};
         schedules::cpu::schedule_sdpa(f, v_, kb, jj, rj, rb, has_masks, prm, blocks * kb_size);
     }
 

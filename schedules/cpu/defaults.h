@@ -46,9 +46,14 @@ inline int vector_registers(const Halide::Target &t) {
 // not fit takes the target's default instead; one that fits is kept as tuned.
 //
 // A Q.K^T tile of `rows` queries (schedules/cpu/scores.h) holds 2 x rows
-// accumulators, 2 vectors of K^T and a broadcast query.
+// accumulators, 2 vectors of K^T and a broadcast query: the most rows the
+// register file holds.
+inline int max_score_tile_rows(const Halide::Target &t) {
+    return (vector_registers(t) - 3) / 2;
+}
+
 inline int fitting_score_tile_rows(int rows, const Halide::Target &t) {
-    return 2 * rows + 3 <= vector_registers(t) ? rows : register_tile_rows(t);
+    return rows <= max_score_tile_rows(t) ? rows : register_tile_rows(t);
 }
 
 // The online sdpa's tiles (schedules/cpu/sdpa.h): queries per Q.K^T tile,
@@ -71,7 +76,7 @@ struct SdpaTiles {
 
 inline SdpaTiles sdpa_tiles(int score_rows, int pv_rows, int query_block, const Halide::Target &t) {
     if (!has_32_vector_registers(t) && score_rows > 0 && fitting_score_tile_rows(score_rows, t) != score_rows) {
-        const int rows = (vector_registers(t) - 3) / 2;
+        const int rows = max_score_tile_rows(t);
         return {rows, rows, std::max(rows, query_block / rows * rows)};
     }
     const int fallback = register_tile_rows(t);
