@@ -12,8 +12,10 @@
 //                          [--gpu-attention fused|unfused] [--per-head-weights]
 //       One forward case in this (fresh) process, as one JSON line: median ms,
 //       GFLOP/s, peak resident memory, and the check against our output. IMPL is
-//       ours, blas, or a kernel set of --list (autoschedulers; needs
-//       -DHMHA_BENCH_AUTOSCHEDULERS=ON). bench/report.py drives these.
+//       ours, blas, or a kernel set of --list: ours-kernels (our kernels in
+//       the bench's driver, peers/kernel_mha.h), and with
+//       -DHMHA_BENCH_AUTOSCHEDULERS=ON the autoscheduled sets. bench/report.py
+//       drives these.
 //       --per-head-weights: need_weights with average_attn_weights=false, the
 //       weights (N, H, L, S) (ours only; torch_mha.py --ref runs nn.MHA so).
 //   build/bench/hmha_bench --sgemm ROWS,E | --kernel NAME --impl SET --shape ... |
@@ -42,9 +44,7 @@
 #include "bench_common.h"
 #include "hmha/hmha.h"
 #include "peers/blas_mha.h"
-#ifdef HMHA_BENCH_KERNEL_SETS
 #include "peers/kernel_mha.h"
-#endif
 
 namespace {
 
@@ -146,7 +146,6 @@ private:
     BlasMha mha_;
 };
 
-#ifdef HMHA_BENCH_KERNEL_SETS
 class Kernels : public Impl {
 public:
     Kernels(const KernelSet &ks, const MhaWeights &w, const Shape &s) : mha_(ks, w, s.H) {}
@@ -158,7 +157,6 @@ public:
 private:
     KernelMha mha_;
 };
-#endif
 
 // Null with `why` set when this build cannot run `name` for this case.
 std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, const Shape &s, bool need_weights,
@@ -170,7 +168,6 @@ std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, co
         return nullptr;
     }
     if (name == "blas") return std::make_unique<Blas>(w, s);
-#ifdef HMHA_BENCH_KERNEL_SETS
     if (const KernelSet *ks = find_kernel_set(name, s)) {
         if (!ks->can_forward(need_weights)) {
             why = std::string(ks->name) + " could not schedule every kernel of the " +
@@ -180,10 +177,6 @@ std::unique_ptr<Impl> make_impl(const std::string &name, const MhaWeights &w, co
         return std::make_unique<Kernels>(*ks, w, s);
     }
     why = "unknown implementation '" + name + "' (ours, blas, or a kernel set of --list)";
-#else
-    why = "unknown implementation '" + name +
-          "' (ours or blas; kernel sets need -DHMHA_BENCH_AUTOSCHEDULERS=ON)";
-#endif
     return nullptr;
 }
 
@@ -385,11 +378,9 @@ int run_case(const Args &a) {
         write_file(dump + "/out_proj_weight.bin", w.out_proj_weight.data(), w.out_proj_weight.size());
         write_file(dump + "/out_proj_bias.bin", w.out_proj_bias.data(), w.out_proj_bias.size());
     }
-#ifdef HMHA_BENCH_KERNEL_SETS
     if (const KernelSet *ks = find_kernel_set(impl_name, s); ks && ks->estimate) {
         js << ",\"scheduled_for\":" << json_str(ks->estimate);
     }
-#endif
     std::string why;
     std::unique_ptr<Impl> impl;
     try {
@@ -486,7 +477,6 @@ int run_fma_peak() {
     return 0;
 }
 
-#ifdef HMHA_BENCH_KERNEL_SETS
 int run_kernel(const Args &a) {
     auto v = ints(a.get("shape", "4,512,512,512,8"));
     const Shape s{v.at(0), v.at(1), v.at(2), v.at(3), v.at(4)};
@@ -508,11 +498,9 @@ int run_kernel(const Args &a) {
               << "}" << std::endl;
     return 0;
 }
-#endif
 
 int run_list() {
     std::cout << "{\"kernel_sets\":[";
-#ifdef HMHA_BENCH_KERNEL_SETS
     bool first = true;
     for (const KernelSet &ks : kernel_sets()) {
         std::cout << (first ? "" : ",") << "{\"name\":" << json_str(ks.name)
@@ -522,7 +510,6 @@ int run_list() {
                   << ",\"attend\":" << !!ks.attend << ",\"head_mean\":" << !!ks.head_mean << "}";
         first = false;
     }
-#endif
     std::cout << "]}" << std::endl;
     return 0;
 }
@@ -573,14 +560,12 @@ void register_all() {
     const Shape shapes[] = {{4, 512, 512, 512, 8}, {1, 2048, 2048, 1024, 16}, {1, 4096, 4096, 512, 8},
                             {32, 128, 128, 256, 4}};
     std::vector<std::string> impls{"ours", "blas"};
-#ifdef HMHA_BENCH_KERNEL_SETS
     for (const KernelSet &ks : kernel_sets()) {
         // One entry per autoscheduler: the case picks the set of its shape.
         if (std::string(ks.name) != "ours-kernels" && std::find(impls.begin(), impls.end(), ks.name) == impls.end()) {
             impls.push_back(ks.name);
         }
     }
-#endif
     for (const Shape &s : shapes) {
         for (const std::string &impl : impls) {
             for (bool nw : {false, true}) {
@@ -624,9 +609,7 @@ int main(int argc, char **argv) {
         if (a.has("sgemm")) return run_sgemm(a);
         if (a.has("fma-peak")) return run_fma_peak();
         if (a.has("list")) return run_list();
-#ifdef HMHA_BENCH_KERNEL_SETS
         if (a.has("kernel")) return run_kernel(a);
-#endif
     } catch (const std::exception &e) {
         std::cerr << "hmha_bench: " << e.what() << "\n";
         return 1;

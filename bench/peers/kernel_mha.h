@@ -5,7 +5,9 @@
 // masked_softmax, attend and head_mean; projections through linear; scratch
 // reused across calls). With our own kernels it reproduces hmha's forward; with
 // the same generators compiled by Halide's autoschedulers it measures their
-// schedules in the same driver. Built only with -DHMHA_BENCH_AUTOSCHEDULERS=ON.
+// schedules in the same driver (-DHMHA_BENCH_AUTOSCHEDULERS=ON). Always built
+// with our kernels, and checked against the runtime by the test "bench: the
+// C++ peers match ours" (tests/bench_peers.cmake).
 #pragma once
 
 #include <string>
