@@ -100,7 +100,7 @@ public:
         schedules::cpu::AttendParams prm{
             query_block, schedules::cpu::or_default(vector_width, schedules::cpu::natural_vector_width(get_target()))};
         prm.key_chunk = key_chunk;
-        schedules::cpu::schedule_head_mean(mean, total, j, i, n, prm);
+        schedules::cpu::schedule_head_mean(mean, total, j, i, n, rh.x, prm);
     }
 
 private:

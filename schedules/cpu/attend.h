@@ -77,7 +77,7 @@ inline void schedule_attend(Halide::Func out, Halide::Func acc, Halide::Var d, H
 // a row is S' floats per head); each row's sum over heads accumulates in an
 // L1-resident row (total), one contiguous head row at a time.
 inline void schedule_head_mean(Halide::Func mean, Halide::Func total, Halide::Var j, Halide::Var i, Halide::Var n,
-                               const AttendParams &prm) {
+                               Halide::RVar rh, const AttendParams &prm) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var io("io"), ii("ii"), jo("jo"), ji("ji");
@@ -86,10 +86,13 @@ inline void schedule_head_mean(Halide::Func mean, Halide::Func total, Halide::Va
         .parallel(n)
         .parallel(io);
     if (prm.key_chunk > 0) {
-        // The head sum of key_chunk keys at a time, in registers.
+        // The head sum of key_chunk keys at a time, in registers, the heads
+        // outermost: each head adds its key_chunk / vector_width vectors into
+        // as many independent accumulators (the heads inside each vector made
+        // one dependent chain of adds a vector).
         mean.split(j, jo, ji, prm.key_chunk, guard).vectorize(ji, prm.vector_width, guard);
         total.compute_at(mean, jo).vectorize(j, prm.vector_width, guard);
-        total.update().vectorize(j, prm.vector_width, guard).unroll(j);
+        total.update().vectorize(j, prm.vector_width, guard).unroll(j).reorder(j, rh);
         return;
     }
     mean.vectorize(j, prm.vector_width, guard);
