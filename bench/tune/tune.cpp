@@ -9,7 +9,10 @@
 //
 // --kernels and --shapes narrow the sweep (to probe one kernel at one shape);
 // the file written then holds only the kernels swept. --variants times those
-// params (after the defaults) instead of the sweep. --verbose prints every
+// params (after the defaults) instead of the sweep; it may be given more than
+// once, and every param must be one each kernel takes (checked before the
+// sweep: a bad one ends the tuner with exit code 2 and a message naming the
+// kernel, the param and the reason). --verbose prints every
 // variant's time per shape. HMHA_TUNE_TARGET overrides the JIT target: with
 // HMHA_TUNE_TARGET=host-profile every variant prints Halide's per-Func profile
 // (where a kernel's time goes; those timings include the profiler's cost, and
@@ -111,8 +114,34 @@ bool is_kernel(const std::string &k) {
     return std::find(kAllKernels.begin(), kAllKernels.end(), k) != kAllKernels.end();
 }
 
-// Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
-std::function<void()> build(const std::string &kernel, const Params &params, const Shape &s, const Target &target) {
+// The message of an error a generator or Halide throws. Halide::Error is not
+// a std::exception: a catch of std::exception alone let Halide's errors (an
+// unknown GeneratorParam, a value out of its range, a schedule Halide
+// rejects) end the tuner in std::terminate.
+template <typename F>
+std::string error_of(F &&f) {
+    try {
+        f();
+    } catch (const Halide::Error &e) {
+        return e.what();
+    } catch (const std::exception &e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string one_line(std::string m) {
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+    for (char &c : m) {
+        if (c == '\n') c = ' ';
+    }
+    return m;
+}
+
+// The generator of `kernel` with `params` set (the copy_values class choice
+// first, for the shapes of `s`).
+std::unique_ptr<Internal::AbstractGenerator> configured(const std::string &kernel, const Params &params,
+                                                        const Shape &s, const Target &target) {
     auto gen = Internal::GeneratorRegistry::create(generator_of(kernel), GeneratorContext(target));
     // The kernels with _copy_v classes run as the runtime calls them at s: as
     // those where V's rows (E floats apart here) are far apart
@@ -123,6 +152,13 @@ std::function<void()> build(const std::string &kernel, const Params &params, con
         gen->set_generatorparam_value("copy_values", hmha::copy_values(s.E, s.L, s.S) ? "true" : "false");
     }
     for (const auto &[k, v] : params) gen->set_generatorparam_value(k, v);
+    return gen;
+}
+
+// Builds `kernel` with `params` and binds inputs for `s`; returns a runner.
+std::function<void()> build(const std::string &kernel, const Params &params, const Shape &s, const Target &target) {
+    auto gen = configured(kernel, params, s, target);
+    const std::string g = generator_of(kernel);
     Pipeline p = gen->build_pipeline();
     std::mt19937 rng(1);
     const int D = s.E / s.H;
@@ -348,8 +384,31 @@ int main(int argc, char **argv) {
         v.insert(v.end(), variants_arg.begin(), variants_arg.end());
         return v;
     };
-    const char *target_env = std::getenv("HMHA_TUNE_TARGET");
-    const Target target = target_env ? Target(target_env) : get_host_target();
+    Target target;
+    if (const std::string err = error_of([&] {
+            const char *target_env = std::getenv("HMHA_TUNE_TARGET");
+            target = target_env ? Target(target_env) : get_host_target();
+        });
+        !err.empty()) {
+        std::fprintf(stderr, "hmha_tune: HMHA_TUNE_TARGET: %s\n", one_line(err).c_str());
+        return 2;
+    }
+    // Every --variants param must be one each kernel takes, with a value it
+    // accepts (its generator builds with it alone): checked before the sweep,
+    // not after minutes of it.
+    for (const auto &k : kernels) {
+        for (const Params &p : variants_arg) {
+            for (const auto &[name, value] : p) {
+                const std::string err =
+                    error_of([&] { configured(k, {{name, value}}, Shape{1, 1, 1, 1, 1}, target)->build_pipeline(); });
+                if (!err.empty()) {
+                    std::fprintf(stderr, "hmha_tune: --variants: %s does not take %s=%s: %s\n", k.c_str(),
+                                 name.c_str(), value.c_str(), one_line(err).c_str());
+                    return 2;
+                }
+            }
+        }
+    }
     auto classes_of = [&](const std::string &k) { return shapes.empty() ? classes_for(k, quick) : shapes; };
     int total = 0, done = 0;
     for (const auto &k : kernels) total += (int)sweep_of(k).size() * (int)classes_of(k).size();
@@ -371,25 +430,39 @@ int main(int argc, char **argv) {
         std::string class_names;
         for (const Shape &s : classes) class_names += (class_names.empty() ? "" : " ") + s.name();
         for (const Shape &s : classes) {
-            // A variant that does not compile (a schedule Halide rejects) is
-            // reported and left out; the defaults must compile.
+            // A variant that does not compile (a schedule Halide or the
+            // generator rejects) or fails when run is reported and left out;
+            // the defaults must compile and run.
             std::vector<std::function<void()>> runs;
-            for (const Params &p : variants) {
-                progress(done++, total, kernel + " " + describe(p) + " " + s.name());
-                try {
-                    runs.push_back(build(kernel, p, s, target));
-                } catch (const std::exception &e) {
-                    std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: does not compile: %s\n", "", kernel.c_str(),
-                                 describe(p).c_str(), s.name().c_str(), e.what());
-                    if (runs.empty()) return 1;
-                    runs.push_back(nullptr);
+            auto left_out = [&](size_t i, const char *how, const std::string &why) {
+                std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: %s: %s\n", "", kernel.c_str(),
+                             describe(variants[i]).c_str(), s.name().c_str(), how, one_line(why).c_str());
+                if (i == 0) {
+                    std::fprintf(stderr, "hmha_tune: %s: its defaults must compile and run; nothing written\n",
+                                 kernel.c_str());
+                    std::exit(1);
                 }
+                runs[i] = nullptr;
+            };
+            for (size_t i = 0; i < variants.size(); i++) {
+                progress(done++, total, kernel + " " + describe(variants[i]) + " " + s.name());
+                runs.emplace_back();
+                const std::string err = error_of([&] { runs[i] = build(kernel, variants[i], s, target); });
+                if (!err.empty()) left_out(i, "does not compile", err);
             }
             const double failed = std::numeric_limits<double>::infinity();
             std::vector<double> best_round(variants.size(), failed);
             for (int round = 0; round < 3; round++) {
                 for (size_t i = 0; i < runs.size(); i++) {
-                    if (runs[i]) best_round[i] = std::min(best_round[i], time_ms(runs[i], quick ? 3 : 5));
+                    if (!runs[i]) continue;
+                    double ms = failed;
+                    const std::string err = error_of([&] { ms = time_ms(runs[i], quick ? 3 : 5); });
+                    if (!err.empty()) {
+                        left_out(i, "fails when run", err);
+                        best_round[i] = failed;
+                    } else {
+                        best_round[i] = std::min(best_round[i], ms);
+                    }
                 }
             }
             for (size_t i = 0; i < variants.size(); i++) {
@@ -398,8 +471,13 @@ int main(int argc, char **argv) {
                 worst[i] = std::max(worst[i], best_round[i] / best_round[0]);
                 if (verbose) {
                     std::fprintf(stderr, "\r%-80s\r", "");
-                    std::printf("  %-15s %-22s %-45s %9.3f ms\n", kernel.c_str(), s.name().c_str(),
-                                describe(variants[i]).c_str(), best_round[i]);
+                    if (best_round[i] == failed) {
+                        std::printf("  %-15s %-22s %-45s %12s\n", kernel.c_str(), s.name().c_str(),
+                                    describe(variants[i]).c_str(), "left out");
+                    } else {
+                        std::printf("  %-15s %-22s %-45s %9.3f ms\n", kernel.c_str(), s.name().c_str(),
+                                    describe(variants[i]).c_str(), best_round[i]);
+                    }
                 }
             }
         }

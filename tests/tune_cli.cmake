@@ -1,0 +1,86 @@
+# The CPU tuner's command line (bench/tune/tune.cpp), run by ctest as
+#   cmake -DTUNE=<hmha_tune> -DWORK_DIR=<dir> -P tune_cli.cmake
+# Bad --variants (a param the kernel does not have, a value it cannot parse,
+# one its generator refuses) end the tuner with exit code 2 and a message
+# naming the kernel, the param and the reason, before any sweep: Halide's
+# errors are not std::exceptions, and the tuner once let them end it in
+# std::terminate (exit 134, no message). Then a small sweep of two kernels
+# must finish and write a JSON file holding both, each winner one of the
+# variants swept. (Variants are given one --variants each: a ';' inside a
+# CMake argument would split it.)
+cmake_minimum_required(VERSION 3.28)
+
+set(ENV{HL_NUM_THREADS} 2)
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(failures 0)
+
+# expect(<exit code> <regex of stderr> args...)
+function(expect code regex)
+    execute_process(COMMAND ${TUNE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    list(JOIN ARGN " " command)
+    if (NOT rc EQUAL code OR NOT err MATCHES "${regex}")
+        message(NOTICE "FAILED: hmha_tune ${command}\n  exit ${rc} (expected ${code})\n  stderr: ${err}\n"
+                       "  expected stderr to match: ${regex}")
+        math(EXPR n "${failures} + 1")
+        set(failures ${n} PARENT_SCOPE)
+    else ()
+        message(STATUS "ok: hmha_tune ${command}: exit ${rc}")
+    endif ()
+endfunction()
+
+set(out "${WORK_DIR}/tuned.json")
+file(REMOVE "${out}")
+set(shape --shapes "2,17,17,24,4")
+expect(2 "hmha_tune: --variants: linear does not take bogus=3: .*no GeneratorParam named: bogus"
+       --kernels linear ${shape} --variants tile_o=32 --variants bogus=3 --out "${out}")
+expect(2 "hmha_tune: --variants: linear does not take tile_o=abc: .*abc"
+       --kernels linear ${shape} --variants "tile_o=abc" --out "${out}")
+# A param one of the kernels has and another has not.
+expect(2 "hmha_tune: --variants: linear does not take query_block=8"
+       --kernels sdpa_rows,linear ${shape} --variants "query_block=8" --out "${out}")
+expect(2 "hmha_tune: --variants: sdpa_rows does not take key_chunk=3: .*key_chunk: expected 0 or a multiple of"
+       --kernels sdpa_rows ${shape} --variants "key_chunk=3" --out "${out}")
+expect(2 "hmha_tune: --kernels: unknown kernel 'sdpa_row'" --kernels sdpa_row --out "${out}")
+expect(2 "hmha_tune: --shapes: expected N,L,S,E,H" --shapes "2,17,17,24,5" --out "${out}")
+if (EXISTS "${out}")
+    message(NOTICE "FAILED: a refused command line wrote ${out}")
+    math(EXPR failures "${failures} + 1")
+endif ()
+
+# A sweep that runs: odd sizes, two kernels, two variants after the defaults.
+expect(0 "" --kernels sdpa_rows,head_mean ${shape} --variants query_block=4 --variants query_block=8 --out "${out}")
+if (EXISTS "${out}")
+    file(READ "${out}" json)
+    string(JSON target ERROR_VARIABLE bad GET "${json}" target)
+    if (bad OR target STREQUAL "")
+        message(NOTICE "FAILED: ${out} has no target: ${bad}\n${json}")
+        math(EXPR failures "${failures} + 1")
+    endif ()
+    foreach (kernel sdpa_rows head_mean)
+        string(JSON params ERROR_VARIABLE bad GET "${json}" kernels ${kernel})
+        if (bad)
+            message(NOTICE "FAILED: ${out} has no ${kernel}: ${bad}\n${json}")
+            math(EXPR failures "${failures} + 1")
+            continue()
+        endif ()
+        # The winner: the defaults (sdpa_rows' class default query_block=64,
+        # head_mean's none) or one of the variants.
+        string(JSON qb ERROR_VARIABLE none GET "${params}" query_block)
+        if (none)
+            set(qb "")
+        endif ()
+        if (NOT qb MATCHES "^(4|8|64|)$")
+            message(NOTICE "FAILED: ${kernel}'s winner query_block=${qb} was not swept\n${json}")
+            math(EXPR failures "${failures} + 1")
+        else ()
+            message(STATUS "ok: ${kernel}: ${params}")
+        endif ()
+    endforeach ()
+else ()
+    message(NOTICE "FAILED: the sweep wrote no ${out}")
+    math(EXPR failures "${failures} + 1")
+endif ()
+
+if (failures GREATER 0)
+    message(FATAL_ERROR "${failures} tuner check(s) failed")
+endif ()
