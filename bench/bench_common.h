@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -217,6 +218,8 @@ inline bool diff_file(Diff &d, const float *got, size_t n, const std::string &pa
 inline void write_file(const std::string &path, const float *data, size_t n) {
     std::ofstream f(path, std::ios::binary);
     f.write(reinterpret_cast<const char *>(data), (std::streamsize)(n * sizeof(float)));
+    f.close();
+    if (!f) throw std::runtime_error("cannot write " + path);
 }
 
 }  // namespace hmha_bench

@@ -18,14 +18,22 @@
 //       drives these.
 //       --per-head-weights: need_weights with average_attn_weights=false, the
 //       weights (N, H, L, S) (ours only; torch_mha.py --ref runs nn.MHA so).
-//   build/bench/hmha_bench --sgemm ROWS,E | --kernel NAME --impl SET --shape ... |
+//   build/bench/hmha_bench --sgemm ROWS,E [--min-time SEC] |
+//                          --kernel NAME --impl SET --shape ... [--min-time SEC] [--min-reps N] |
 //                          --fma-peak | --list
+//
+// Each way to run takes only its own options: a misspelt or misplaced one,
+// a malformed number or shape, ends the bench with exit code 2 and a message
+// naming it. A case or kernel that cannot run or does not match ours prints
+// its JSON line with "ok":false and the reason, repeats the reason on stderr,
+// and exits with code 1.
 //
 // GFLOP/s everywhere uses flops() of bench_common.h: the four projections and
 // the two attention matmuls (4*N*L*S*E; halved for causal).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -33,7 +41,11 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <type_traits>
+#include <vector>
 
 #include <unistd.h>
 
@@ -262,6 +274,7 @@ bool cpu_has(const char *) {
 
 struct Args {
     std::map<std::string, std::string> kv;
+    std::vector<std::string> positional;
     bool has(const std::string &k) const { return kv.count(k) != 0; }
     std::string get(const std::string &k, const std::string &d = "") const {
         auto it = kv.find(k);
@@ -273,7 +286,10 @@ Args parse(int argc, char **argv) {
     Args a;
     for (int i = 1; i < argc; i++) {
         std::string s = argv[i];
-        if (s.rfind("--", 0) != 0) continue;
+        if (s.rfind("--", 0) != 0) {
+            a.positional.push_back(s);
+            continue;
+        }
         s = s.substr(2);
         auto eq = s.find('=');
         if (eq != std::string::npos) {
@@ -287,12 +303,103 @@ Args parse(int argc, char **argv) {
     return a;
 }
 
-std::vector<int64_t> ints(const std::string &csv) {
+// A bad argument: main prints "hmha_bench: <what>" and exits with code 2.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The options of each way to run (the header above); anything else is refused,
+// so that a misspelt option never runs a different case than asked for.
+const std::map<std::string, std::vector<std::string>> kModeOptions{
+    {"case", {"shape", "need-weights", "causal", "cross", "min-time", "min-reps", "dump", "ref", "scratch",
+              "batch-chunk", "gpu-attention", "per-head-weights", "hmha-device"}},
+    {"sgemm", {"min-time"}},
+    {"kernel", {"impl", "shape", "min-time", "min-reps"}},
+    {"fma-peak", {}},
+    {"list", {}},
+};
+
+// The way a command line runs (case, sgemm, kernel, fma-peak, list; "" for
+// Google Benchmark), after checking that its options belong to it.
+std::string check_mode(const Args &a) {
+    std::string mode;
+    for (const auto &[m, opts] : kModeOptions) {
+        if (!a.has(m)) continue;
+        if (!mode.empty()) throw UsageError("--" + mode + " and --" + m + " are two ways to run; give one");
+        mode = m;
+    }
+    for (const auto &[k, v] : a.kv) {
+        if (k == mode || (mode.empty() && (k == "hmha-device" || k.rfind("benchmark_", 0) == 0))) continue;
+        const auto &opts = kModeOptions.count(mode) ? kModeOptions.at(mode) : std::vector<std::string>{};
+        if (std::find(opts.begin(), opts.end(), k) != opts.end()) continue;
+        std::string known;
+        for (const auto &o : opts) known += " --" + o;
+        if (known.empty()) known = " none";
+        if (mode.empty()) known = " --hmha-device and Google Benchmark's --benchmark_* (or --case, --sgemm, --kernel, "
+                                  "--fma-peak, --list)";
+        throw UsageError("unknown option --" + k + (mode.empty() ? "" : " for --" + mode) + " (expected" + known +
+                         ")");
+    }
+    for (const auto &p : a.positional) throw UsageError("unexpected argument '" + p + "'");
+    return mode;
+}
+
+// --key's value as a number of at least `min`, or `fallback` when absent.
+template <typename T>
+T number(const Args &a, const std::string &key, T fallback, T min, const char *what) {
+    if (!a.has(key)) return fallback;
+    const std::string text = a.get(key);
+    T v{};
+    size_t used = 0;
+    bool parsed = false;
+    try {
+        if constexpr (std::is_floating_point_v<T>) {
+            v = (T)std::stod(text, &used);
+        } else {
+            v = (T)std::stoll(text, &used);
+        }
+        parsed = used == text.size() && !text.empty();
+    } catch (const std::exception &) {
+        parsed = false;
+    }
+    if (!parsed || !(v >= min)) {
+        std::ostringstream m;
+        m << "--" << key << ": expected " << what << " >= " << min << ", got '" << text << "'";
+        throw UsageError(m.str());
+    }
+    return v;
+}
+
+// Comma-separated positive integers, `count` of them.
+std::vector<int64_t> ints(const std::string &key, const std::string &csv, size_t count, const char *form) {
     std::vector<int64_t> v;
     std::stringstream ss(csv);
     std::string t;
-    while (std::getline(ss, t, ',')) v.push_back(std::stoll(t));
+    bool good = !csv.empty() && csv.back() != ',';
+    while (good && std::getline(ss, t, ',')) {
+        size_t used = 0;
+        try {
+            v.push_back(std::stoll(t, &used));
+        } catch (const std::exception &) {
+            good = false;
+        }
+        good = good && used == t.size() && v.back() > 0;
+    }
+    if (!good || v.size() != count) {
+        throw UsageError("--" + key + ": expected " + form + " (positive integers), got '" + csv + "'");
+    }
     return v;
+}
+
+// --shape N,L,S,E,H (H dividing E), or the bench's default shape.
+Shape shape_arg(const Args &a) {
+    const std::string text = a.get("shape", "4,512,512,512,8");
+    const auto v = ints("shape", text, 5, "N,L,S,E,H");
+    if (v[3] % v[4] != 0) {
+        throw UsageError("--shape: expected H dividing E, got E = " + std::to_string(v[3]) +
+                         ", H = " + std::to_string(v[4]) + " in '" + text + "'");
+    }
+    return Shape{v[0], v[1], v[2], v[3], v[4]};
 }
 
 std::string json_str(const std::string &s) {
@@ -324,17 +431,12 @@ std::string shape_json(const Shape &s) {
 
 int run_case(const Args &a) {
     const std::string impl_name = a.get("case");
-    auto v = ints(a.get("shape", "4,512,512,512,8"));
-    if (v.size() != 5) {
-        std::cerr << "--shape: expected N,L,S,E,H\n";
-        return 2;
-    }
-    const Shape s{v[0], v[1], v[2], v[3], v[4]};
+    const Shape s = shape_arg(a);
     const bool per_head = g_per_head_weights;
     const bool nw = a.has("need-weights") || per_head, causal = a.has("causal"),
                cross = a.has("cross") || s.S != s.L;
-    const double min_time = std::stod(a.get("min-time", "1.0"));
-    const int min_reps = std::stoi(a.get("min-reps", "3"));
+    const double min_time = number(a, "min-time", 1.0, 0.0, "seconds");
+    const int min_reps = number(a, "min-reps", 3, 1, "a count");
     const std::string dump = a.get("dump"), ref = a.get("ref");
 
     std::ostringstream js;
@@ -343,9 +445,12 @@ int run_case(const Args &a) {
        << ",\"cross\":" << (cross ? "true" : "false") << ",\"flops\":" << num(flops(s, causal))
        << ",\"essential_bytes\":" << num(essential_bytes(s, cross, nw, per_head));
     if (per_head) js << ",\"average_attn_weights\":false";
+    // A case that cannot run or does not match: its JSON line with ok=false,
+    // the reason on stderr too, exit code 1.
     auto fail = [&](const std::string &why) {
         std::cout << js.str() << ",\"ok\":false,\"error\":" << json_str(why) << "}" << std::endl;
-        return 0;
+        std::cerr << "hmha_bench: " << impl_name << ": " << why << "\n";
+        return 1;
     };
 
     const int64_t rss_base = rss_bytes();
@@ -460,9 +565,9 @@ int run_case(const Args &a) {
 }
 
 int run_sgemm(const Args &a) {
-    auto v = ints(a.get("sgemm"));
+    auto v = ints("sgemm", a.get("sgemm"), 2, "ROWS,E");
     Timing t;
-    double g = sgemm_gflops(nullptr, v.at(0), v.at(1), std::stod(a.get("min-time", "1.0")), &t);
+    double g = sgemm_gflops(nullptr, v.at(0), v.at(1), number(a, "min-time", 1.0, 0.0, "seconds"), &t);
     std::cout << "{\"impl\":\"openblas_sgemm\",\"ok\":true,\"rows\":" << v[0] << ",\"E\":" << v[1] << ",\"ms\":" << num(t.median_ms)
               << ",\"reps\":" << t.reps << ",\"gflops\":" << num(g) << "}" << std::endl;
     return 0;
@@ -478,21 +583,20 @@ int run_fma_peak() {
 }
 
 int run_kernel(const Args &a) {
-    auto v = ints(a.get("shape", "4,512,512,512,8"));
-    const Shape s{v.at(0), v.at(1), v.at(2), v.at(3), v.at(4)};
+    const Shape s = shape_arg(a);
+    const double min_time = number(a, "min-time", 1.0, 0.0, "seconds");
     const std::string kernel = a.get("kernel"), set = a.get("impl", "ours-kernels");
     std::cout << "{\"kernel\":" << json_str(kernel) << ",\"impl\":" << json_str(set) << ",\"shape\":" << shape_json(s);
     const KernelSet *ks = find_kernel_set(set, s), *ref = find_kernel_set("ours-kernels", s);
     if (ks && ks->estimate) std::cout << ",\"scheduled_for\":" << json_str(ks->estimate);
-    if (!ks) {
-        std::cout << ",\"ok\":false,\"error\":\"unknown kernel set\"}" << std::endl;
-        return 0;
-    }
-    KernelResult r = bench_kernel(kernel, *ks, *ref, s, std::stod(a.get("min-time", "1.0")));
-    if (!r.ok) {
-        std::cout << ",\"ok\":false,\"error\":" << json_str(r.error) << "}" << std::endl;
-        return 0;
-    }
+    auto fail = [&](const std::string &why) {  // as run_case's
+        std::cout << ",\"ok\":false,\"error\":" << json_str(why) << "}" << std::endl;
+        std::cerr << "hmha_bench: --kernel " << kernel << " --impl " << set << ": " << why << "\n";
+        return 1;
+    };
+    if (!ks) return fail("unknown kernel set (see --list)");
+    KernelResult r = bench_kernel(kernel, *ks, *ref, s, min_time, number(a, "min-reps", 3, 1, "a count"));
+    if (!r.ok) return fail(r.error);
     std::cout << ",\"ok\":true,\"ms\":" << num(r.timing.median_ms) << ",\"reps\":" << r.timing.reps
               << ",\"rel_diff\":" << num(r.rel_diff) << ",\"gflops\":" << num(r.flops / (r.timing.median_ms * 1e6))
               << "}" << std::endl;
@@ -600,9 +704,10 @@ int main(int argc, char **argv) {
 #endif
     Args a = parse(argc, argv);
     try {
+        check_mode(a);
         if (a.has("hmha-device")) g_device = hmha::parse_device(a.get("hmha-device"));
         if (a.has("scratch")) g_scratch = hmha::parse_scratch(a.get("scratch"));
-        if (a.has("batch-chunk")) g_batch_chunk = std::stoll(a.get("batch-chunk"));
+        g_batch_chunk = number<int64_t>(a, "batch-chunk", 0, 0, "a batch count (0 = auto)");
         if (a.has("gpu-attention")) g_gpu_attention = hmha::parse_gpu_attention(a.get("gpu-attention"));
         g_per_head_weights = a.has("per-head-weights");
         if (a.has("case")) return run_case(a);
@@ -610,6 +715,12 @@ int main(int argc, char **argv) {
         if (a.has("fma-peak")) return run_fma_peak();
         if (a.has("list")) return run_list();
         if (a.has("kernel")) return run_kernel(a);
+    } catch (const UsageError &e) {
+        std::cerr << "hmha_bench: " << e.what() << "\n";
+        return 2;
+    } catch (const std::bad_alloc &) {
+        std::cerr << "hmha_bench: out of memory (the shape's inputs, outputs and scratch do not fit)\n";
+        return 1;
     } catch (const std::exception &e) {
         std::cerr << "hmha_bench: " << e.what() << "\n";
         return 1;
@@ -625,6 +736,7 @@ int main(int argc, char **argv) {
     argc = kept;
     register_all();
     benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

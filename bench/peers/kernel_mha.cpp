@@ -169,7 +169,7 @@ void KernelMha::forward(const Shape &s, const float *query, const float *kv, boo
 }
 
 KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const KernelSet &ref, const Shape &s,
-                          double min_seconds) {
+                          double min_seconds, int min_reps) {
     KernelResult r;
     const int64_t N = s.N, L = s.L, S = s.S, E = s.E, H = s.H, D = E / H;
     const int64_t C = std::min(L, hmha::kWeightsQueryChunk);
@@ -266,7 +266,7 @@ KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const 
         return r;
     }
     float *o = got.data();
-    r.timing = time_runs([&] { call(ks, o); }, 1, 3, 200, min_seconds);
+    r.timing = time_runs([&] { call(ks, o); }, 1, min_reps, std::max(200, min_reps), min_seconds);
     r.ok = true;
     return r;
 }

@@ -87,7 +87,8 @@ struct KernelResult {
     double rel_diff = 0;
     double flops = 0;
 };
+// At least min_reps timed runs and min_seconds, after one untimed run.
 KernelResult bench_kernel(const std::string &kernel, const KernelSet &ks, const KernelSet &ref, const Shape &s,
-                          double min_seconds);
+                          double min_seconds, int min_reps = 3);
 
 }  // namespace hmha_bench
