@@ -672,6 +672,30 @@ TEST_CASE("reference: whole-row kernels at query counts around the query blocks 
         }
 }
 
+// linear's full-tile path (schedules/cpu/linear.h) splits the rows into
+// micro-tiles of unroll_r rows (the last shifted inwards) and those into tasks
+// of tile_r / unroll_r micro-tiles (the last shorter), and the outputs into
+// tiles of tile_o (the last shifted inwards): 6-row micro-tiles in 96-row
+// tasks and 16-float tiles on AVX2, 4 in 32 and 64 on AVX-512, 4 in 32 and 16
+// on NEON. Row counts (L and S, one batch) around those, and output widths
+// with a partial last tile on each.
+TEST_CASE("reference: projections at row counts around linear's micro-tiles and tasks", "[reference]") {
+    uint32_t seed = 9600;
+    for (int64_t rows : {32, 33, 35, 37, 63, 96, 97, 98, 101, 103, 127, 131, 191, 193, 197})
+        for (int64_t E : {40, 72}) {
+            Case c;
+            c.E = E;
+            c.H = 4;
+            c.L = rows;
+            c.S = rows + (rows % 2 ? 5 : 0);
+            c.N = 1;
+            c.layout = Layout::BatchFirst;
+            c.weights = rows % 3 == 0 ? Weights::Averaged : Weights::None;
+            c.mask = MaskKind::None;
+            run_case(c, seed++);
+        }
+}
+
 // need_weights with is_causal on the CPU runs 256-query chunks on the keys
 // each chunk may see and zeroes the hidden rest of their weight rows
 // (runtime/src/mha.cpp, kCausalWeightsQueryChunk): queries and keys across

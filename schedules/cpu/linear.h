@@ -37,9 +37,20 @@ inline void schedule_linear(Halide::Func y, Halide::Func prod, Halide::Var o, Ha
     // Full tiles need the output to be at least one tile in each dimension;
     // smaller problems (heads of width 1, single rows) take the guarded path.
     // specialize() copies the schedule so far, so the fast path is defined first.
+    // The rows split into micro-tiles of unroll_r rows (the last one shifted
+    // inwards: at most unroll_r - 1 rows computed twice) and those into tasks
+    // of tile_r / unroll_r micro-tiles (the last task shorter). Tasks of
+    // tile_r rows shifted inwards instead recomputed up to tile_r - 1 rows:
+    // 192 rows for 128 with AVX2's 96-row tasks. hmha_tune on Zen 3 (AVX2,
+    // 2026-11-28, ms, three alternated rounds, tasks shifted / micro-tiles in
+    // shorter tasks): 128 x 512 -> 512 0.70-0.77 / 0.40-0.49, 300 rows
+    // 1.35-1.52 / 0.97-1.03, 1000 rows 3.87-3.97 / 3.15-3.47, 512 x 256 -> 256
+    // 0.42-0.48 / 0.42-0.46 (bench/results/amd-epyc-zen3-2core-2026-11-28-linear-row-tasks.md).
     y.specialize(o_extent >= p.tile_o && r_extent >= p.tile_r)
-        .tile(o, r, oi, ri, p.tile_o, p.tile_r, TailStrategy::ShiftInwards)
-        .split(ri, ri, rii, p.unroll_r)
+        .split(o, o, oi, p.tile_o, TailStrategy::ShiftInwards)
+        .split(r, ri, rii, p.unroll_r, TailStrategy::ShiftInwards)
+        .split(ri, r, ri, std::max(1, p.tile_r / p.unroll_r), TailStrategy::GuardWithIf)
+        .reorder(oi, rii, ri, o, r)
         .fuse(o, r, t)
         .parallel(t)
         .vectorize(oi, p.vector_width)
