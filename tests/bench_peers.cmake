@@ -72,31 +72,23 @@ endforeach ()
 # Bad command lines are refused with a message naming what is wrong (exit 2),
 # a case that cannot run says why (exit 1), never a crash, a silently ignored
 # option or a default case run instead.
-function(refused code regex)
-    execute_process(COMMAND ${BENCH} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-    list(JOIN ARGN " " command)
-    if (NOT rc EQUAL code OR NOT err MATCHES "${regex}")
-        message(NOTICE "FAILED: hmha_bench ${command}\n  exit ${rc} (expected ${code})\n  stderr: ${err}\n"
-                       "  expected stderr to match: ${regex}")
-        math(EXPR n "${failures} + 1")
-        set(failures ${n} PARENT_SCOPE)
-    else ()
-        message(STATUS "ok, refused: hmha_bench ${command}: ${err}")
-    endif ()
-endfunction()
-refused(2 "unknown option --causl for --case" --case ours --shape 3,17,17,24,4 --causl)
-refused(2 "unknown option --shape \\(expected --hmha-device" --shape 3,17,17,24,4)
-refused(2 "--shape: expected N,L,S,E,H \\(positive integers\\), got '3,17,0,24,4'" --case ours --shape 3,17,0,24,4)
-refused(2 "--shape: expected H dividing E, got E = 24, H = 5" --case blas --shape 3,17,17,24,5)
-refused(2 "--min-time: expected seconds >= 0, got 'abc'" --case ours --shape 3,17,17,24,4 --min-time abc)
-refused(2 "--min-reps: expected a count >= 1, got '0'" --kernel sdpa --impl ours-kernels --min-reps 0)
-refused(2 "--case and --kernel are two ways to run" --case ours --kernel sdpa)
-refused(2 "unexpected argument 'ours'" --case --shape 3,17,17,24,4 ours)
-refused(2 "unrecognized command-line flag: --benchmark_filtr" --benchmark_filtr=nothing)
-refused(1 "hmha_bench: nope: unknown implementation 'nope'" --case nope --shape 3,17,17,24,4)
-refused(1 "hmha_bench: --kernel nope --impl ours-kernels: unknown kernel 'nope'" --kernel nope --impl ours-kernels
-        --shape 3,17,17,24,4)
-refused(1 "cannot write ${WORK_DIR}/missing/query.bin" --case ours --shape 3,17,17,24,4 --dump ${WORK_DIR}/missing)
+include(${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
+expect_exit(${BENCH} 2 "unknown option --causl for --case" --case ours --shape 3,17,17,24,4 --causl)
+expect_exit(${BENCH} 2 "unknown option --shape \\(expected --hmha-device" --shape 3,17,17,24,4)
+expect_exit(${BENCH} 2 "--shape: expected N,L,S,E,H \\(positive integers\\), got '3,17,0,24,4'"
+            --case ours --shape 3,17,0,24,4)
+expect_exit(${BENCH} 2 "--shape: expected H dividing E, got E = 24, H = 5" --case blas --shape 3,17,17,24,5)
+expect_exit(${BENCH} 2 "--min-time: expected seconds >= 0, got 'abc'"
+            --case ours --shape 3,17,17,24,4 --min-time abc)
+expect_exit(${BENCH} 2 "--min-reps: expected a count >= 1, got '0'" --kernel sdpa --impl ours-kernels --min-reps 0)
+expect_exit(${BENCH} 2 "--case and --kernel are two ways to run" --case ours --kernel sdpa)
+expect_exit(${BENCH} 2 "unexpected argument 'ours'" --case --shape 3,17,17,24,4 ours)
+expect_exit(${BENCH} 2 "unrecognized command-line flag: --benchmark_filtr" --benchmark_filtr=nothing)
+expect_exit(${BENCH} 1 "hmha_bench: nope: unknown implementation 'nope'" --case nope --shape 3,17,17,24,4)
+expect_exit(${BENCH} 1 "hmha_bench: --kernel nope --impl ours-kernels: unknown kernel 'nope'" --kernel nope
+            --impl ours-kernels --shape 3,17,17,24,4)
+expect_exit(${BENCH} 1 "cannot write ${WORK_DIR}/missing/query.bin"
+            --case ours --shape 3,17,17,24,4 --dump ${WORK_DIR}/missing)
 
 if (failures GREATER 0)
     message(FATAL_ERROR "bench peers: ${failures} run(s) failed")

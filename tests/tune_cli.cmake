@@ -14,41 +14,31 @@ set(ENV{HL_NUM_THREADS} 2)
 file(MAKE_DIRECTORY "${WORK_DIR}")
 set(failures 0)
 
-# expect(<exit code> <regex of stderr> args...)
-function(expect code regex)
-    execute_process(COMMAND ${TUNE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-    list(JOIN ARGN " " command)
-    if (NOT rc EQUAL code OR NOT err MATCHES "${regex}")
-        message(NOTICE "FAILED: hmha_tune ${command}\n  exit ${rc} (expected ${code})\n  stderr: ${err}\n"
-                       "  expected stderr to match: ${regex}")
-        math(EXPR n "${failures} + 1")
-        set(failures ${n} PARENT_SCOPE)
-    else ()
-        message(STATUS "ok: hmha_tune ${command}: exit ${rc}")
-    endif ()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
 
 set(out "${WORK_DIR}/tuned.json")
 file(REMOVE "${out}")
 set(shape --shapes "2,17,17,24,4")
-expect(2 "hmha_tune: --variants: linear does not take bogus=3: .*no GeneratorParam named: bogus"
-       --kernels linear ${shape} --variants tile_o=32 --variants bogus=3 --out "${out}")
-expect(2 "hmha_tune: --variants: linear does not take tile_o=abc: .*abc"
-       --kernels linear ${shape} --variants "tile_o=abc" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --variants: linear does not take bogus=3: .*no GeneratorParam named: bogus"
+            --kernels linear ${shape} --variants tile_o=32 --variants bogus=3 --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --variants: linear does not take tile_o=abc: .*abc"
+            --kernels linear ${shape} --variants "tile_o=abc" --out "${out}")
 # A param one of the kernels has and another has not.
-expect(2 "hmha_tune: --variants: linear does not take query_block=8"
-       --kernels sdpa_rows,linear ${shape} --variants "query_block=8" --out "${out}")
-expect(2 "hmha_tune: --variants: sdpa_rows does not take key_chunk=3: .*key_chunk: expected 0 or a multiple of"
-       --kernels sdpa_rows ${shape} --variants "key_chunk=3" --out "${out}")
-expect(2 "hmha_tune: --kernels: unknown kernel 'sdpa_row'" --kernels sdpa_row --out "${out}")
-expect(2 "hmha_tune: --shapes: expected N,L,S,E,H" --shapes "2,17,17,24,5" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --variants: linear does not take query_block=8"
+            --kernels sdpa_rows,linear ${shape} --variants "query_block=8" --out "${out}")
+expect_exit(${TUNE} 2
+            "hmha_tune: --variants: sdpa_rows does not take key_chunk=3: .*key_chunk: expected 0 or a multiple of"
+            --kernels sdpa_rows ${shape} --variants "key_chunk=3" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --kernels: unknown kernel 'sdpa_row'" --kernels sdpa_row --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --shapes: expected N,L,S,E,H" --shapes "2,17,17,24,5" --out "${out}")
 if (EXISTS "${out}")
     message(NOTICE "FAILED: a refused command line wrote ${out}")
     math(EXPR failures "${failures} + 1")
 endif ()
 
 # A sweep that runs: odd sizes, two kernels, two variants after the defaults.
-expect(0 "" --kernels sdpa_rows,head_mean ${shape} --variants query_block=4 --variants query_block=8 --out "${out}")
+expect_exit(${TUNE} 0 "" --kernels sdpa_rows,head_mean ${shape} --variants query_block=4 --variants query_block=8
+            --out "${out}")
 if (EXISTS "${out}")
     file(READ "${out}" json)
     string(JSON target ERROR_VARIABLE bad GET "${json}" target)
