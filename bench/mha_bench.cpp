@@ -57,6 +57,7 @@
 #include "hmha/hmha.h"
 #include "peers/blas_mha.h"
 #include "peers/kernel_mha.h"
+#include "tune/tune_args.h"
 
 namespace {
 
@@ -391,14 +392,11 @@ std::vector<int64_t> ints(const std::string &key, const std::string &csv, size_t
     return v;
 }
 
-// --shape N,L,S,E,H (H dividing E), or the bench's default shape.
+// --shape N,L,S,E,H (H dividing E: tune/tune_args.h's rule), or the bench's default shape.
 Shape shape_arg(const Args &a) {
     const std::string text = a.get("shape", "4,512,512,512,8");
-    const auto v = ints("shape", text, 5, "N,L,S,E,H");
-    if (v[3] % v[4] != 0) {
-        throw UsageError("--shape: expected H dividing E, got E = " + std::to_string(v[3]) +
-                         ", H = " + std::to_string(v[4]) + " in '" + text + "'");
-    }
+    int64_t v[5];
+    if (const std::string why = hmha_tune::shape_spec_error(text, v); !why.empty()) throw UsageError("--shape: " + why);
     return Shape{v[0], v[1], v[2], v[3], v[4]};
 }
 

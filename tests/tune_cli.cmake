@@ -6,7 +6,8 @@
 # errors are not std::exceptions, and the tuner once let them end it in
 # std::terminate (exit 134, no message). Then a small sweep of two kernels
 # must finish and write a JSON file holding both, each winner one of the
-# variants swept. (Variants are given one --variants each: a ';' inside a
+# variants swept, and the one its second look (bench/tune/confirm.h) says it
+# wrote: a candidate confirmed against the defaults, or the defaults. (Variants are given one --variants each: a ';' inside a
 # CMake argument would split it.)
 cmake_minimum_required(VERSION 3.28)
 
@@ -30,7 +31,16 @@ expect_exit(${TUNE} 2
             "hmha_tune: --variants: sdpa_rows does not take key_chunk=3: .*key_chunk: expected 0 or a multiple of"
             --kernels sdpa_rows ${shape} --variants "key_chunk=3" --out "${out}")
 expect_exit(${TUNE} 2 "hmha_tune: --kernels: unknown kernel 'sdpa_row'" --kernels sdpa_row --out "${out}")
-expect_exit(${TUNE} 2 "hmha_tune: --shapes: expected N,L,S,E,H" --shapes "2,17,17,24,5" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --shapes: expected H dividing E, got E = 24, H = 5 in '2,17,17,24,5'"
+            --shapes "2,17,17,24,5" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --shapes: expected N,L,S,E,H \\(positive integers\\), got '2,17,-17,24,4'"
+            --shapes "2,17,-17,24,4" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --shapes: expected sizes below 2\\^31, got '1,1,1,4294967296,1'"
+            --shapes "1,1,1,4294967296,1" --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --confirm-rounds: expected a whole number from 0 to 100, got '2.5'"
+            --kernels head_mean ${shape} --confirm-rounds 2.5 --out "${out}")
+expect_exit(${TUNE} 2 "hmha_tune: --margin: expected a number from 0 to 0.5, got 'x'"
+            --kernels head_mean ${shape} --margin x --out "${out}")
 if (EXISTS "${out}")
     message(NOTICE "FAILED: a refused command line wrote ${out}")
     math(EXPR failures "${failures} + 1")
@@ -38,7 +48,8 @@ endif ()
 
 # A sweep that runs: odd sizes, two kernels, two variants after the defaults.
 expect_exit(${TUNE} 0 "" --kernels sdpa_rows,head_mean ${shape} --variants query_block=4 --variants query_block=8
-            --out "${out}")
+            --confirm-rounds 3 --out "${out}")
+set(table "${expect_exit_stdout}")
 if (EXISTS "${out}")
     file(READ "${out}" json)
     string(JSON target ERROR_VARIABLE bad GET "${json}" target)
@@ -59,11 +70,31 @@ if (EXISTS "${out}")
         if (none)
             set(qb "")
         endif ()
+        # The table's lines for this kernel: its summary, then the second
+        # look's, which name the candidate written, or say the defaults are.
+        if (kernel STREQUAL "sdpa_rows")
+            set(defaults_qb 64)
+        else ()
+            set(defaults_qb "")
+        endif ()
+        set(expected "none")
+        if (table MATCHES "\n${kernel} [^\n]*\n((  [^\n]*\n)*)")
+            set(lines "${CMAKE_MATCH_1}")
+            if (lines MATCHES "  confirm query_block=([0-9]+) [^\n]*: written\n")
+                set(expected "${CMAKE_MATCH_1}")
+            elseif (lines MATCHES "(no variant beat the defaults|none faster than the defaults)")
+                set(expected "${defaults_qb}")
+            endif ()
+        endif ()
         if (NOT qb MATCHES "^(4|8|64|)$")
             message(NOTICE "FAILED: ${kernel}'s winner query_block=${qb} was not swept\n${json}")
             math(EXPR failures "${failures} + 1")
+        elseif (NOT qb STREQUAL expected)
+            message(NOTICE "FAILED: ${kernel}: the file holds query_block=${qb}, its confirmation says "
+                           "'${expected}'\n${table}\n${json}")
+            math(EXPR failures "${failures} + 1")
         else ()
-            message(STATUS "ok: ${kernel}: ${params}")
+            message(STATUS "ok: ${kernel}: ${params}, as confirmed")
         endif ()
     endforeach ()
 else ()

@@ -6,6 +6,7 @@
 //   build/bench/tune/hmha_tune [--out schedules/tuned/host.json] [--quick]
 //                              [--verbose] [--kernels sdpa,linear] [--shapes N,L,S,E,H[;N,L,S,E,H...]]
 //                              [--variants "name=value name=value;name=value..."]
+//                              [--confirm-rounds R] [--margin F]
 //
 // --kernels and --shapes narrow the sweep (to probe one kernel at one shape);
 // the file written then holds only the kernels swept. --variants times those
@@ -25,9 +26,13 @@
 // on short ones and `sdpa_short` on key counts long key blocks would pad:
 // classes_for), so that each class counts alike, whatever its length.
 // The untuned defaults (target-derived, schedules/cpu/defaults.h) are always in
-// the sweep, so a tuned kernel is never slower than the untuned one on this mean.
+// the sweep, so the sweep's winner is never slower than the untuned one on this
+// mean. The sweep's best three are then timed again against the defaults in
+// paired rounds (confirm.h; --confirm-rounds R, 0 to skip; --margin F), and
+// the defaults are written unless one of them beats them by the margin.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,14 +49,20 @@
 #include "runtime/include/hmha/hmha.h"
 #include "runtime/src/batch_passes.h"
 #include "runtime/src/sdpa_classes.h"
+#include "confirm.h"
 #include "tune_args.h"
 
 using namespace Halide;
 
 namespace {
 
+using hmha_tune::confirm;
+using hmha_tune::Confirmation;
 using hmha_tune::Shape;
 using hmha_tune::split;
+
+// The second look at a sweep's winners (confirm.h): this many of the best.
+constexpr int kConfirmCandidates = 3;
 
 using Params = std::map<std::string, std::string>;
 
@@ -338,6 +349,20 @@ bool parse_variants(const std::string &arg, std::vector<Params> &out) {
     return true;
 }
 
+// A number in [lo, hi] (whole where `integer`) from `arg`; false with a
+// message naming the option, the range and the value for anything else.
+bool parse_number(const char *option, const std::string &arg, double lo, double hi, bool integer, double &out) {
+    char *end = nullptr;
+    const double v = std::strtod(arg.c_str(), &end);
+    if (arg.empty() || *end != '\0' || !(v >= lo && v <= hi) || (integer && v != std::floor(v))) {
+        std::fprintf(stderr, "hmha_tune: %s: expected %s from %g to %g, got '%s'\n", option,
+                     integer ? "a whole number" : "a number", lo, hi, arg.c_str());
+        return false;
+    }
+    out = v;
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -346,9 +371,11 @@ int main(int argc, char **argv) {
     std::vector<std::string> kernels = kAllKernels;
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     std::vector<Params> variants_arg;  // --variants: these after the defaults instead of the sweep
+    double confirm_rounds_arg = -1.0;  // --confirm-rounds; -1: 5, or 3 with --quick
+    double margin = 0.02;              // --margin
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n"
-                             "                [--variants \"k=v k=v;k=v...\"]\n");
+                             "                [--variants \"k=v k=v;k=v...\"] [--confirm-rounds R] [--margin F]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -374,10 +401,15 @@ int main(int argc, char **argv) {
             if (!hmha_tune::parse_shapes("hmha_tune", argv[++i], shapes)) return 2;
         } else if (a == "--variants" && i + 1 < argc) {
             if (!parse_variants(argv[++i], variants_arg)) return 2;
+        } else if (a == "--confirm-rounds" && i + 1 < argc) {
+            if (!parse_number("--confirm-rounds", argv[++i], 0.0, 100.0, true, confirm_rounds_arg)) return 2;
+        } else if (a == "--margin" && i + 1 < argc) {
+            if (!parse_number("--margin", argv[++i], 0.0, 0.5, false, margin)) return 2;
         } else {
             return usage();
         }
     }
+    const int confirm_rounds = confirm_rounds_arg < 0.0 ? (quick ? 3 : 5) : (int)confirm_rounds_arg;
     auto sweep_of = [&](const std::string &k) {
         if (variants_arg.empty()) return sweep(k, quick);
         std::vector<Params> v{class_defaults(k)};
@@ -483,14 +515,67 @@ int main(int argc, char **argv) {
         }
         size_t w = std::min_element(rel.begin(), rel.end()) - rel.begin();
         const double best = sum[w], base = sum[0];
-        const Params winner = variants[w];
-        char line[512];
+        char line[768];
         std::snprintf(line, sizeof(line),
                       "%-15s %-45s %9.2f ms (defaults %9.2f ms, %.2fx; per class %.3f of the defaults' time on "
                       "average, %.3f at worst) over %s\n",
-                      kernel.c_str(), describe(winner).c_str(), best, base, base / best, rel[w], worst[w],
+                      kernel.c_str(), describe(variants[w]).c_str(), best, base, base / best, rel[w], worst[w],
                       class_names.c_str());
         table += line;
+        // The second look (confirm.h): the sweep's best few, each timed
+        // against the defaults in paired rounds; the defaults win unless one
+        // beats them by the margin.
+        std::vector<size_t> candidates;
+        for (size_t i = 1; i < variants.size(); i++) {
+            if (rel[i] < 1.0) candidates.push_back(i);
+        }
+        std::sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) { return rel[a] < rel[b]; });
+        if (candidates.size() > (size_t)kConfirmCandidates) candidates.resize(kConfirmCandidates);
+        if (confirm_rounds == 0) {
+            // --confirm-rounds 0: the sweep's winner as it stands.
+        } else if (candidates.empty()) {
+            w = 0;
+            table += "  no variant beat the defaults in the sweep: the defaults are written\n";
+        } else {
+            std::vector<std::vector<std::vector<double>>> ratios(candidates.size());
+            for (const Shape &s : classes) {
+                progress(done, total, kernel + ": confirming at " + s.name());
+                std::vector<std::function<void()>> runs{build(kernel, variants[0], s, target)};
+                for (size_t c : candidates) {
+                    std::function<void()> run;
+                    error_of([&] { run = build(kernel, variants[c], s, target); });
+                    runs.push_back(run);
+                }
+                for (auto &r : ratios) r.emplace_back();
+                for (int round = 0; round < confirm_rounds; round++) {
+                    // Each round starts with a different variant, so none always follows another.
+                    std::vector<double> ms(runs.size(), std::numeric_limits<double>::infinity());
+                    for (size_t step = 0; step < runs.size(); step++) {
+                        const size_t i = (step + (size_t)round) % runs.size();
+                        if (runs[i]) error_of([&] { ms[i] = time_ms(runs[i], quick ? 3 : 5); });
+                    }
+                    for (size_t c = 0; c < candidates.size(); c++) ratios[c].back().push_back(ms[c + 1] / ms[0]);
+                }
+            }
+            const Confirmation conf = confirm(ratios, margin);
+            for (size_t c = 0; c < candidates.size(); c++) {
+                std::snprintf(line, sizeof(line),
+                              "  confirm %-45s %.3f of the defaults' time on average, %.3f at worst (median of %d "
+                              "paired rounds per class)%s\n",
+                              describe(variants[candidates[c]]).c_str(), conf.mean[c], conf.worst[c], confirm_rounds,
+                              (int)c == conf.chosen ? ": written" : "");
+                table += line;
+            }
+            w = conf.chosen < 0 ? 0 : candidates[(size_t)conf.chosen];
+            if (conf.chosen < 0) {
+                std::snprintf(line, sizeof(line),
+                              "  none faster than the defaults by %.0f%% on average and slower by at most that at "
+                              "every class: the defaults are written\n",
+                              100.0 * margin);
+                table += line;
+            }
+        }
+        const Params winner = variants[w];
         json += "    \"" + kernel + "\": {";
         bool first = true;
         for (const auto &[k, v] : winner) json += std::string(first ? "" : ", ") + "\"" + k + "\": " + v, first = false;
