@@ -46,9 +46,16 @@ if (EXISTS "${out}")
     math(EXPR failures "${failures} + 1")
 endif ()
 
-# A sweep that runs: odd sizes, two kernels, two variants after the defaults.
+set(incumbent "${WORK_DIR}/incumbent.json")
+file(WRITE "${incumbent}" "{\"kernels\": {\"sdpa_rows\": [16]}}")
+expect_exit(${TUNE} 2 "hmha_tune: incumbent: .*incumbent.json: expected a tuned file .*\"sdpa_rows\" is not an object"
+            --kernels sdpa_rows ${shape} --incumbent "${incumbent}" --out "${out}")
+
+# A sweep that runs: odd sizes, two kernels, two variants after the defaults,
+# and sdpa_rows' incumbent (params of an earlier file, not swept).
+file(WRITE "${incumbent}" "{\"target\": \"host\", \"kernels\": {\"sdpa_rows\": {\"query_block\": 16}}}")
 expect_exit(${TUNE} 0 "" --kernels sdpa_rows,head_mean ${shape} --variants query_block=4 --variants query_block=8
-            --confirm-rounds 3 --out "${out}")
+            --confirm-rounds 3 --incumbent "${incumbent}" --out "${out}")
 set(table "${expect_exit_stdout}")
 if (EXISTS "${out}")
     file(READ "${out}" json)
@@ -65,7 +72,7 @@ if (EXISTS "${out}")
             continue()
         endif ()
         # The winner: the defaults (sdpa_rows' class default query_block=64,
-        # head_mean's none) or one of the variants.
+        # head_mean's none), one of the variants or sdpa_rows' incumbent.
         string(JSON qb ERROR_VARIABLE none GET "${params}" query_block)
         if (none)
             set(qb "")
@@ -80,13 +87,17 @@ if (EXISTS "${out}")
         set(expected "none")
         if (table MATCHES "\n${kernel} [^\n]*\n((  [^\n]*\n)*)")
             set(lines "${CMAKE_MATCH_1}")
+            if (kernel STREQUAL "sdpa_rows" AND NOT lines MATCHES "  confirm query_block=16 [^\n]*, the incumbent\\)")
+                message(NOTICE "FAILED: sdpa_rows' incumbent query_block=16 was not confirmed\n${table}")
+                math(EXPR failures "${failures} + 1")
+            endif ()
             if (lines MATCHES "  confirm query_block=([0-9]+) [^\n]*: written\n")
                 set(expected "${CMAKE_MATCH_1}")
             elseif (lines MATCHES "(no variant beat the defaults|none faster than the defaults)")
                 set(expected "${defaults_qb}")
             endif ()
         endif ()
-        if (NOT qb MATCHES "^(4|8|64|)$")
+        if (NOT qb MATCHES "^(4|8|16|64|)$")
             message(NOTICE "FAILED: ${kernel}'s winner query_block=${qb} was not swept\n${json}")
             math(EXPR failures "${failures} + 1")
         elseif (NOT qb STREQUAL expected)

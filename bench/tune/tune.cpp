@@ -6,7 +6,7 @@
 //   build/bench/tune/hmha_tune [--out schedules/tuned/host.json] [--quick]
 //                              [--verbose] [--kernels sdpa,linear] [--shapes N,L,S,E,H[;N,L,S,E,H...]]
 //                              [--variants "name=value name=value;name=value..."]
-//                              [--confirm-rounds R] [--margin F]
+//                              [--confirm-rounds R] [--margin F] [--incumbent FILE|none]
 //
 // --kernels and --shapes narrow the sweep (to probe one kernel at one shape);
 // the file written then holds only the kernels swept. --variants times those
@@ -27,9 +27,11 @@
 // classes_for), so that each class counts alike, whatever its length.
 // The untuned defaults (target-derived, schedules/cpu/defaults.h) are always in
 // the sweep, so the sweep's winner is never slower than the untuned one on this
-// mean. The sweep's best three are then timed again against the defaults in
-// paired rounds (confirm.h; --confirm-rounds R, 0 to skip; --margin F), and
-// the defaults are written unless one of them beats them by the margin.
+// mean. The sweep's best three, and the incumbent (the kernel's params in the
+// --out file as it was, or in --incumbent FILE; none: without), are then
+// timed again against the defaults in paired rounds (confirm.h;
+// --confirm-rounds R, 0 to skip; --margin F), and the defaults are written
+// unless one of them beats them by the margin.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -44,6 +46,8 @@
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "Halide.h"
 #include "runtime/include/hmha/hmha.h"
@@ -349,6 +353,33 @@ bool parse_variants(const std::string &arg, std::vector<Params> &out) {
     return true;
 }
 
+// A tuned file's params per kernel (the JSON this tuner writes) into `out`.
+// False with `why` empty where the file does not exist, with a reason where
+// it cannot be read as one.
+bool read_tuned_file(const std::string &path, std::map<std::string, Params> &out, std::string &why) {
+    std::ifstream in(path);
+    if (!in) return false;
+    try {
+        const nlohmann::json j = nlohmann::json::parse(in);
+        const nlohmann::json &kernels = j.at("kernels");
+        if (!kernels.is_object()) throw std::runtime_error("\"kernels\" is not an object");
+        for (const auto &[kernel, params] : kernels.items()) {
+            if (!params.is_object()) throw std::runtime_error("\"" + kernel + "\" is not an object");
+            Params p;
+            for (const auto &[k, v] : params.items()) {
+                if (v.is_structured() || v.is_null()) throw std::runtime_error(kernel + "." + k + " is not a value");
+                p[k] = v.is_string() ? v.get<std::string>() : v.dump();
+            }
+            out[kernel] = p;
+        }
+    } catch (const std::exception &e) {
+        why = path + ": expected a tuned file ({\"target\": ..., \"kernels\": {kernel: {param: value}}}): " +
+              one_line(e.what());
+        return false;
+    }
+    return true;
+}
+
 // A number in [lo, hi] (whole where `integer`) from `arg`; false with a
 // message naming the option, the range and the value for anything else.
 bool parse_number(const char *option, const std::string &arg, double lo, double hi, bool integer, double &out) {
@@ -372,10 +403,12 @@ int main(int argc, char **argv) {
     std::vector<Shape> shapes;  // --shapes: every kernel on these instead of its classes
     std::vector<Params> variants_arg;  // --variants: these after the defaults instead of the sweep
     double confirm_rounds_arg = -1.0;  // --confirm-rounds; -1: 5, or 3 with --quick
-    double margin = 0.02;              // --margin
+    double margin = 0.04;              // --margin
+    std::string incumbent_file;        // --incumbent; empty: the --out file
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_tune [--out FILE] [--quick] [--verbose] [--kernels K,K...] [--shapes N,L,S,E,H;...]\n"
-                             "                [--variants \"k=v k=v;k=v...\"] [--confirm-rounds R] [--margin F]\n");
+                             "                [--variants \"k=v k=v;k=v...\"] [--confirm-rounds R] [--margin F]\n"
+                             "                [--incumbent FILE|none]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -403,6 +436,8 @@ int main(int argc, char **argv) {
             if (!parse_variants(argv[++i], variants_arg)) return 2;
         } else if (a == "--confirm-rounds" && i + 1 < argc) {
             if (!parse_number("--confirm-rounds", argv[++i], 0.0, 100.0, true, confirm_rounds_arg)) return 2;
+        } else if (a == "--incumbent" && i + 1 < argc) {
+            incumbent_file = argv[++i];
         } else if (a == "--margin" && i + 1 < argc) {
             if (!parse_number("--margin", argv[++i], 0.0, 0.5, false, margin)) return 2;
         } else {
@@ -410,6 +445,16 @@ int main(int argc, char **argv) {
         }
     }
     const int confirm_rounds = confirm_rounds_arg < 0.0 ? (quick ? 3 : 5) : (int)confirm_rounds_arg;
+    std::map<std::string, Params> incumbent;
+    if (incumbent_file != "none") {
+        const std::string path = incumbent_file.empty() ? out : incumbent_file;
+        std::string why;
+        if (!read_tuned_file(path, incumbent, why) && !(incumbent_file.empty() && why.empty())) {
+            std::fprintf(stderr, "hmha_tune: incumbent: %s (--incumbent none: go without)\n",
+                         why.empty() ? ("cannot read " + path).c_str() : why.c_str());
+            return 2;
+        }
+    }
     auto sweep_of = [&](const std::string &k) {
         if (variants_arg.empty()) return sweep(k, quick);
         std::vector<Params> v{class_defaults(k)};
@@ -451,7 +496,7 @@ int main(int argc, char **argv) {
         const std::string &kernel = kernels[ki];
         // Compile every variant for a shape, then time them round-robin and keep
         // each one's best round: a burst of load elsewhere then hits all alike.
-        const std::vector<Params> variants = sweep_of(kernel);
+        std::vector<Params> variants = sweep_of(kernel);
         // Each variant's summed time, and its mean and worst time relative to
         // the defaults' (variants[0]) per class: the winner has the least
         // mean, so that every class counts alike (by summed time the long
@@ -531,6 +576,20 @@ int main(int argc, char **argv) {
         }
         std::sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) { return rel[a] < rel[b]; });
         if (candidates.size() > (size_t)kConfirmCandidates) candidates.resize(kConfirmCandidates);
+        // The incumbent (the params the file held before) is looked at too,
+        // however it fared in the sweep: one slow moment there must not
+        // replace params an earlier run confirmed.
+        size_t incumbent_at = variants.size();
+        if (const auto it = incumbent.find(kernel); it != incumbent.end() && confirm_rounds > 0) {
+            Params p = class_defaults(kernel);
+            for (const auto &[k, v] : it->second) p[k] = v;
+            const auto known = std::find(variants.begin(), variants.end(), p);
+            incumbent_at = (size_t)(known - variants.begin());
+            if (known == variants.end()) variants.push_back(p);
+            if (incumbent_at != 0 && std::find(candidates.begin(), candidates.end(), incumbent_at) == candidates.end()) {
+                candidates.push_back(incumbent_at);
+            }
+        }
         if (confirm_rounds == 0) {
             // --confirm-rounds 0: the sweep's winner as it stands.
         } else if (candidates.empty()) {
@@ -556,13 +615,22 @@ int main(int argc, char **argv) {
                     }
                     for (size_t c = 0; c < candidates.size(); c++) ratios[c].back().push_back(ms[c + 1] / ms[0]);
                 }
+                if (verbose) {
+                    std::fprintf(stderr, "\r%-80s\r", "");
+                    for (size_t c = 0; c < candidates.size(); c++) {
+                        std::printf("  %-15s %-22s %-45s %9.3f of the defaults (median paired ratio)\n",
+                                    kernel.c_str(), s.name().c_str(), describe(variants[candidates[c]]).c_str(),
+                                    hmha_tune::median(ratios[c].back()));
+                    }
+                }
             }
             const Confirmation conf = confirm(ratios, margin);
             for (size_t c = 0; c < candidates.size(); c++) {
                 std::snprintf(line, sizeof(line),
                               "  confirm %-45s %.3f of the defaults' time on average, %.3f at worst (median of %d "
-                              "paired rounds per class)%s\n",
+                              "paired rounds per class%s)%s\n",
                               describe(variants[candidates[c]]).c_str(), conf.mean[c], conf.worst[c], confirm_rounds,
+                              candidates[c] == incumbent_at ? ", the incumbent" : "",
                               (int)c == conf.chosen ? ": written" : "");
                 table += line;
             }
