@@ -602,7 +602,12 @@ int main(int argc, char **argv) {
                 std::vector<std::function<void()>> runs{build(kernel, variants[0], s, target)};
                 for (size_t c : candidates) {
                     std::function<void()> run;
-                    error_of([&] { run = build(kernel, variants[c], s, target); });
+                    if (const std::string err = error_of([&] { run = build(kernel, variants[c], s, target); });
+                        !err.empty()) {
+                        std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: does not compile: %s\n", "",
+                                     kernel.c_str(), describe(variants[c]).c_str(), s.name().c_str(),
+                                     one_line(err).c_str());
+                    }
                     runs.push_back(run);
                 }
                 for (auto &r : ratios) r.emplace_back();
