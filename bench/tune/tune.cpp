@@ -330,6 +330,14 @@ void progress(int done, int total, const std::string &what) {
     std::fflush(stderr);
 }
 
+// A variant of `kernel` that failed at shape s (`how`: "does not compile" or
+// "fails when run"), over the progress bar.
+void report_failure(const std::string &kernel, const Params &p, const Shape &s, const char *how,
+                    const std::string &why) {
+    std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: %s: %s\n", "", kernel.c_str(), describe(p).c_str(),
+                 s.name().c_str(), how, one_line(why).c_str());
+}
+
 // --variants "key_block=512 query_block=64;key_block=256": each variant's
 // GeneratorParams as name=value words; false (with a message) for anything else.
 bool parse_variants(const std::string &arg, std::vector<Params> &out) {
@@ -512,8 +520,7 @@ int main(int argc, char **argv) {
             // the defaults must compile and run.
             std::vector<std::function<void()>> runs;
             auto left_out = [&](size_t i, const char *how, const std::string &why) {
-                std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: %s: %s\n", "", kernel.c_str(),
-                             describe(variants[i]).c_str(), s.name().c_str(), how, one_line(why).c_str());
+                report_failure(kernel, variants[i], s, how, why);
                 if (i == 0) {
                     std::fprintf(stderr, "hmha_tune: %s: its defaults must compile and run; nothing written\n",
                                  kernel.c_str());
@@ -604,9 +611,7 @@ int main(int argc, char **argv) {
                     std::function<void()> run;
                     if (const std::string err = error_of([&] { run = build(kernel, variants[c], s, target); });
                         !err.empty()) {
-                        std::fprintf(stderr, "\r%-80s\rhmha_tune: %s %s at %s: does not compile: %s\n", "",
-                                     kernel.c_str(), describe(variants[c]).c_str(), s.name().c_str(),
-                                     one_line(err).c_str());
+                        report_failure(kernel, variants[c], s, "does not compile", err);
                     }
                     runs.push_back(run);
                 }
