@@ -42,6 +42,10 @@ void synchronize(Device device);
 
 // A dense, row-major tensor (PyTorch's layout). It either owns its storage or
 // views memory the caller keeps alive (Tensor::wrap). Copies share storage.
+// Owning storage of 1 MiB or more is kept, when its last copy goes, in a
+// process-wide cache of up to 256 MiB for the next tensor of the same size
+// (forward()'s outputs in a loop reuse mapped pages instead of faulting in
+// fresh ones); that memory stays with the process.
 class Tensor {
 public:
     Tensor() = default;
