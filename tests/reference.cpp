@@ -295,6 +295,11 @@ std::string compare_to_reference(const hmha::Tensor &got, const std::vector<int6
     return head + report;
 }
 
+std::vector<float> tensor_values(const hmha::Tensor &t) {
+    if (t.numel() == 0) return {};
+    return std::vector<float>(t.f32(), t.f32() + t.numel());
+}
+
 hmha::Tensor random_tensor(std::vector<int64_t> shape, std::mt19937 &rng, float lo, float hi) {
     int64_t n = 1;
     for (int64_t s : shape) n *= s;

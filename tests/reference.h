@@ -39,6 +39,9 @@ bool within_tolerance(double got, double ref);
 std::string compare_to_reference(const hmha::Tensor &got, const std::vector<int64_t> &ref_shape,
                                  const std::vector<double> &ref, size_t max_reported = 8);
 
+// A float32 host tensor's elements, in order (none when it has none).
+std::vector<float> tensor_values(const hmha::Tensor &t);
+
 // Uniform in [lo, hi), float32, owning.
 hmha::Tensor random_tensor(std::vector<int64_t> shape, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f);
 

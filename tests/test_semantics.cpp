@@ -20,13 +20,8 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-std::vector<float> values(const hmha::Tensor &t) {
-    if (t.numel() == 0) return {};
-    return std::vector<float>(t.f32(), t.f32() + t.numel());
-}
-
 bool all_finite(const hmha::Tensor &t) {
-    for (float x : values(t))
+    for (float x : tensor_values(t))
         if (!std::isfinite(x)) return false;
     return true;
 }
@@ -383,7 +378,7 @@ TEST_CASE("semantics: fully hidden rows give zero weights and out_proj.bias and 
         const hmha::ForwardResult r = run_and_compare(o, sd, q, k, v, fo);
         CHECK(all_finite(r.attn_output));
         for (int64_t row = 0; row < L * N; ++row) check_row_is_out_bias(r.attn_output, row, ob);
-        for (float x : values(*r.attn_output_weights)) CHECK(x == 0.0f);
+        for (float x : tensor_values(*r.attn_output_weights)) CHECK(x == 0.0f);
     }
     SECTION("3-D mask hides a row for one head only") {
         // Head 1 of batch 1 sees nothing in row 3; head 0 still attends, so
@@ -417,7 +412,7 @@ TEST_CASE("semantics: float masks at -FLT_MAX (finfo.min style) never give NaN o
     const auto sd = random_state_dict(o, rng);
     const hmha::Tensor q = random_tensor({L, N, E}, rng), k = random_tensor({S, N, E}, rng),
                        v = random_tensor({S, N, E}, rng);
-    std::vector<float> pad((size_t)(N * S), 0.0f), am = values(random_tensor({L, S}, rng));
+    std::vector<float> pad((size_t)(N * S), 0.0f), am = tensor_values(random_tensor({L, S}, rng));
     pad[0] = lowest;                                                // batch 0, key 0
     for (int64_t j = 0; j < S; ++j) pad[(size_t)(S + j)] = lowest;  // batch 1, every key
     for (int64_t j = 0; j < S; ++j) am[(size_t)j] = lowest;         // row 0, every key
@@ -430,7 +425,7 @@ TEST_CASE("semantics: float masks at -FLT_MAX (finfo.min style) never give NaN o
     CHECK(all_finite(r.attn_output));
     REQUIRE(r.attn_output_weights);
     CHECK(all_finite(*r.attn_output_weights));
-    const std::vector<float> w = values(*r.attn_output_weights);
+    const std::vector<float> w = tensor_values(*r.attn_output_weights);
     for (size_t row = 0; row < w.size() / S; ++row) {
         double sum = 0;
         for (int64_t j = 0; j < S; ++j) sum += w[row * S + (size_t)j];
@@ -490,7 +485,7 @@ TEST_CASE("semantics: S = 0 hides every row so output rows equal out_proj.bias",
     nb.bias = false;
     const auto sdn = random_state_dict(nb, rng);
     const hmha::ForwardResult r = run_and_compare(nb, sdn, q, k, v, {});
-    for (float x : values(r.attn_output)) CHECK(x == 0.0f);
+    for (float x : tensor_values(r.attn_output)) CHECK(x == 0.0f);
 }
 
 TEST_CASE("semantics: S = 0 with add_bias_kv and add_zero_attn attends to the appended positions only", "[semantics]") {
@@ -511,7 +506,7 @@ TEST_CASE("semantics: S = 0 with add_bias_kv and add_zero_attn attends to the ap
         CHECK(all_finite(r.attn_output));
         if (!bias_kv) {
             // Only the zero key/value: weight 1 on it, and a zero attention row.
-            for (float x : values(*r.attn_output_weights)) CHECK(std::fabs(x - 1.0f) <= 1e-6f);
+            for (float x : tensor_values(*r.attn_output_weights)) CHECK(std::fabs(x - 1.0f) <= 1e-6f);
             for (int64_t row = 0; row < L * N; ++row) check_row_is_out_bias(r.attn_output, row, sd.at("out_proj.bias"));
         } else if (!zero_attn) {
             // Only bias_v (appended after the projection): out_proj(bias_v) for every row.
@@ -593,7 +588,7 @@ TEST_CASE("semantics: large logits (|score| ~ 1e4 and beyond) stay finite and ma
     fo.average_attn_weights = false;
     const hmha::ForwardResult r = mha.forward(q, k, k, fo);
     CHECK(all_finite(r.attn_output));
-    const std::vector<float> w = values(*r.attn_output_weights);
+    const std::vector<float> w = tensor_values(*r.attn_output_weights);
     for (size_t row = 0; row < w.size() / 11; ++row) {
         double sum = 0;
         for (size_t j = 0; j < 11; ++j) sum += w[row * 11 + j];
@@ -625,7 +620,7 @@ TEST_CASE("semantics: need_weights=false returns no weights and the same attn_ou
         const hmha::ForwardResult without = run_and_compare(o, sd, q, k, v, fo);
         CHECK_FALSE(without.attn_output_weights.has_value());
         REQUIRE(with.attn_output.shape() == without.attn_output.shape());
-        const std::vector<float> a = values(with.attn_output), b = values(without.attn_output);
+        const std::vector<float> a = tensor_values(with.attn_output), b = tensor_values(without.attn_output);
         size_t differ = 0;
         for (size_t i = 0; i < a.size(); ++i) differ += within_tolerance(b[i], a[i]) ? 0 : 1;
         CHECK(differ == 0);
@@ -697,8 +692,8 @@ TEST_CASE("semantics: dropout is accepted and has no effect (eval mode)", "[sema
     hmha::MultiheadAttention dropped(o, sd);
     for (int rep = 0; rep < 2; ++rep) {
         const hmha::ForwardResult b = dropped.forward(q, q, q);
-        CHECK(values(b.attn_output) == values(a.attn_output));
-        CHECK(values(*b.attn_output_weights) == values(*a.attn_output_weights));
+        CHECK(tensor_values(b.attn_output) == tensor_values(a.attn_output));
+        CHECK(tensor_values(*b.attn_output_weights) == tensor_values(*a.attn_output_weights));
     }
 }
 

@@ -24,10 +24,6 @@ namespace {
 constexpr int64_t kBigFloats = 1 << 19;  // 2 MiB of floats: cached
 constexpr size_t kBigBytes = sizeof(float) * kBigFloats;
 
-std::vector<float> values(const hmha::Tensor &t) {
-    return std::vector<float>(t.f32(), t.f32() + t.numel());
-}
-
 }  // namespace
 
 TEST_CASE("tensor storage: a released owning tensor's storage goes to the next of its size", "[tensor]") {
@@ -68,7 +64,7 @@ TEST_CASE("tensor storage: zero-filled tensors are zero on reused storage; the c
     }
     hmha::Tensor z({kBigFloats});
     CHECK(z.bytes() == dirty);
-    const std::vector<float> zs = values(z);
+    const std::vector<float> zs = tensor_values(z);
     CHECK(std::all_of(zs.begin(), zs.end(), [](float x) { return x == 0.0f; }));
 
     // Storage past the cache's bound (256 MiB) is freed, not kept; no page of
@@ -103,8 +99,8 @@ TEST_CASE("tensor storage: forward() writes every element of outputs on reused s
         const RefResult ref = reference_forward(o, sd, q, kv, kv, fo);
         CHECK(compare_to_reference(r.attn_output, ref.out_shape, ref.out) == "");
         CHECK(compare_to_reference(*r.attn_output_weights, ref.w_shape, ref.weights) == "");
-        out0 = values(r.attn_output);
-        w0 = values(*r.attn_output_weights);
+        out0 = tensor_values(r.attn_output);
+        w0 = tensor_values(*r.attn_output_weights);
         out_bytes = r.attn_output.bytes();
         w_bytes = r.attn_output_weights->bytes();
     }
@@ -117,6 +113,6 @@ TEST_CASE("tensor storage: forward() writes every element of outputs on reused s
     }
     const hmha::ForwardResult r = mha.forward(q, kv, kv, fo);
     CHECK((r.attn_output.bytes() == out_bytes || r.attn_output.bytes() == w_bytes));
-    CHECK(std::memcmp(values(r.attn_output).data(), out0.data(), out0.size() * sizeof(float)) == 0);
-    CHECK(std::memcmp(values(*r.attn_output_weights).data(), w0.data(), w0.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(tensor_values(r.attn_output).data(), out0.data(), out0.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(tensor_values(*r.attn_output_weights).data(), w0.data(), w0.size() * sizeof(float)) == 0);
 }
