@@ -17,7 +17,7 @@ runs), F.scaled_dot_product_attention on random (N, H, L, D) inputs here;
 then the best variant that was right at the shape but failed the sweep's
 head_dim-128 check (shared memory), which only a kernel for narrower heads
 could use (with the CUDA shared-memory opt-in, runtime/src/
-cuda_shared_opt_in.h, a variant fails it only above the device's opt-in
+cuda_driver_hooks.h, a variant fails it only above the device's opt-in
 limit, 227 KiB a block on an H100).
 
 The kernels against Halide's GPU autoscheduler, at each shape: the untuned
@@ -56,26 +56,33 @@ def name_of(shape, nw, causal, cross):
         "/cross" if cross else "")
 
 
-def run_ours(bench, shape, nw, causal, cross, ref, min_time, extra=(), check=False):
+def run_ours(bench, shape, nw, causal, cross, ref, min_time, extra=(), check=False, env=None):
     """Ours, dumping its inputs and output into ref, or with check, checked
-    against the output dumped there (max |diff| / max |ours| <= 1e-4)."""
+    against the output dumped there (max |diff| / max |ours| <= 1e-4); env:
+    variables set for that run."""
     cmd = [bench, "--case", "ours", "--hmha-device=cuda", "--shape", ",".join(map(str, shape)),
            "--ref" if check else "--dump", ref, "--min-time", str(min_time), "--min-reps", "5"]
     cmd += ["--need-weights"] * nw + ["--causal"] * causal + ["--cross"] * cross + list(extra)
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
         return {"impl": "ours", "ok": False, "error": f"exit {p.returncode}: {p.stderr.strip()[-400:]}"}
     return json.loads(lines[-1])
 
 
-def run_all(bench, shape, nw, causal, cross, min_time):
+def run_all(bench, shape, nw, causal, cross, min_time, alt_registers):
     """Ours, then nn.MultiheadAttention and (need_weights=false) F.sdpa on the
-    same inputs: {impl: record}."""
+    same inputs: {impl: record}. With alt_registers, ours again with the CUDA
+    JIT's register cap at that (HMHA_CUDA_MAX_REGISTERS; 0 = none), checked
+    against the first."""
     name = name_of(shape, nw, causal, cross)
     ref = os.path.join("/tmp/hmha-compare", name.replace("/", "_"))
     os.makedirs(ref, exist_ok=True)
     got = {"ours": run_ours(bench, shape, nw, causal, cross, ref, min_time)}
+    if got["ours"].get("ok") and alt_registers:
+        got["ours_regs"] = run_ours(bench, shape, nw, causal, cross, ref, min_time, check=True,
+                                    env={"HMHA_CUDA_MAX_REGISTERS": alt_registers})
+        got["ours_regs"]["impl"] = f"ours, HMHA_CUDA_MAX_REGISTERS={alt_registers}"
     if got["ours"].get("ok"):
         got["mha"] = run_torch("mha", ref, min_time)
         if not nw:
@@ -126,6 +133,8 @@ def main():
     ap.add_argument("--times", help="hmha_gpu_tune --times output (the SDPA kernel's variants)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--min-time", type=float, default=0.5)
+    ap.add_argument("--alt-registers", default="0",
+                    help="also run ours with HMHA_CUDA_MAX_REGISTERS at this (0: no cap; empty: not)")
     args = ap.parse_args()
     torch_mha.DEVICE = "cuda"
     torch.manual_seed(0)
@@ -138,7 +147,7 @@ def main():
     # time and peak device memory (issue 4's memory target at 8192).
     sweep = [((1, n, n, 512, 8), False, False, False) for n in (128, 512, 1024, 2048, 4096, 8192)]
     for i, (shape, nw, causal, cross) in enumerate(list(cases()) + sweep):
-        name, got = run_all(args.bench, shape, nw, causal, cross, args.min_time)
+        name, got = run_all(args.bench, shape, nw, causal, cross, args.min_time, args.alt_registers)
         recs.extend(got.values())
         ms = {k: (r["ms"] if r.get("ok") else None) for k, r in got.items()}
         errs = "; ".join(f"{k}: {r.get('error')}" for k, r in got.items() if not r.get("ok"))
@@ -182,12 +191,16 @@ def main():
 
     print("\nMHA forward, float32, ms (median); ratio = PyTorch / ours (> 1: ours faster); need_weights=false"
           "\nalso: unfused = ours with Options::gpu_attention = Unfused (masked_softmax + attend), per-head ="
-          "\nours with Scratch::PerHead (the memory-lean path)")
+          "\nours with Scratch::PerHead (the memory-lean path); regs=N: ours with the CUDA JIT's register cap"
+          "\nat N (HMHA_CUDA_MAX_REGISTERS, 0 = none; the others run under the build's cap, Halide 21's 64"
+          "\nunless the tuned cuda.json names one)")
+    regs = f"regs={args.alt_registers}" if args.alt_registers else "regs"
     print(f"{'case':45s} {'ours':>9s} {'nn.MHA':>9s} {'ratio':>6s} {'F.sdpa':>9s} {'ratio':>6s} {'unfused':>9s}"
-          f" {'per-head':>9s}")
+          f" {'per-head':>9s} {regs:>9s}")
     for name, o, m, s, errs, got in rows:
         u, p = ok_ms(got.get("ours_unfused", {})), ok_ms(got.get("ours_per_head", {}))
-        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)} {fmt(u)} {fmt(p)}")
+        r = ok_ms(got.get("ours_regs", {}))
+        print(f"{name:45s} {fmt(o)} {fmt(m)} {ratio(m, o)} {fmt(s)} {ratio(s, o)} {fmt(u)} {fmt(p)} {fmt(r)}")
     print("\nPeak device memory, MiB above the process's baseline: ours (and per-head) what Halide took from the"
           "\ndriver (NVML), PyTorch its caching allocator's reserved (and allocated) peak; x ess. = ours /"
           "\n(inputs + outputs + parameters), the memory target's measure")
@@ -214,7 +227,8 @@ def main():
     print(f"{'shape':30s} {'defaults':>9s} {'best':>9s} {'F.sdpa':>9s} {'ratio':>6s}  best params")
     for shape, d, b, t, _ in sdpa_rows:
         bms = b["ms"] if b else None
-        print(f"{str(shape):30s} {fmt(d)} {fmt(bms)} {fmt(t)} {ratio(t, bms)}  {b['params'] if b else ''}")
+        print(f"{str(shape):30s} {fmt(d)} {fmt(bms)} {fmt(t)} {ratio(t, bms)}  {b['params'] if b else ''}"
+              + (f" (register cap {b['max_registers']})" if b and "max_registers" in b else ""))
     print("\n... and the best variant right at that shape but not at head_dim 128 (too much shared memory"
           "\nthere): what a second sdpa kernel for heads up to 64 would run")
     for shape, _, b, t, u in sdpa_rows:
@@ -235,9 +249,10 @@ def print_autoscheduler_table(variants, fmt, ratio):
           " ".join(f"{p:>12s} {'ratio':>6s}" for p in peers))
     for kernel in dict.fromkeys(v["kernel"] for v in variants):
         ours = [v for v in variants if v["kernel"] == kernel and not v.get("autoscheduler")]
-        valid = {}
+        valid = {}  # (params, register cap) -> records: a sweep per cap (run.sh, HMHA_GPU_CAPS) times each
         for v in ours:
-            valid.setdefault(v["params"], []).append(v)
+            valid.setdefault((v["params"], v.get("max_registers")), []).append(v)
+        defaults = next((k for k in valid if k[0] == ""), None)
         shapes = list(dict.fromkeys(tuple(v["shape"]) for v in ours))
         # The winner: valid at every shape, least summed time (hmha_gpu_tune's rule).
         full = {p: vs for p, vs in valid.items() if len(vs) == len(shapes) and all(v["valid"] for v in vs)}
@@ -252,7 +267,7 @@ def print_autoscheduler_table(variants, fmt, ratio):
                 a = next((v["ms"] for v in variants if v.get("autoscheduler") == p and v["kernel"] == kernel
                           and tuple(v["shape"]) == shape and v["valid"]), None)
                 cells.append(f"{fmt(a):>12s} {ratio(a, tuned)}")
-            print(f"{kernel:15s} {str(list(shape)):26s} {fmt(at(''))} {fmt(tuned)} " + " ".join(cells))
+            print(f"{kernel:15s} {str(list(shape)):26s} {fmt(at(defaults))} {fmt(tuned)} " + " ".join(cells))
     print("(-: the autoscheduler failed to schedule the kernel, or its kernel failed its check: gpu-tune.log says how)")
 
 

@@ -31,6 +31,14 @@
 // (1, 4096, 4096, 512, 8) faulted, and the sweep's later times were those of
 // failing launches. --match keeps the untuned defaults and the variants
 // whose params contain one of the texts (a short re-run of a few candidates).
+//
+// CUDA: every kernel is JIT-compiled under one register cap, the runtime's
+// (runtime/src/cuda_driver_hooks.h: HMHA_CUDA_MAX_REGISTERS, else the build's
+// jit_max_registers, else Halide 21's 64 or $HL_CUDA_JIT_MAX_REGISTERS). Each
+// --times record names it ("max_registers", 0 = no cap), and where the hook
+// set it the winners' file keeps it as "jit_max_registers", so that a build
+// with that file runs its kernels under the cap they won with. To compare
+// caps, sweep once per cap (bench/gpu/run.sh, HMHA_GPU_CAPS).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -44,7 +52,7 @@
 #include <vector>
 
 #include "../../runtime/src/batch_passes.h"
-#include "../../runtime/src/cuda_shared_opt_in.h"
+#include "../../runtime/src/cuda_driver_hooks.h"
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
 #include "gpu_variants.h"
@@ -262,8 +270,9 @@ int main(int argc, char **argv) {
     }
     if (out_path.empty()) out_path = "schedules/tuned/" + family + ".json";
     // As the runtime does (runtime/src/kernels.cpp): CUDA variants with more
-    // than 48 KiB of shared memory a block run, up to the device's opt-in limit.
-    if (family == "cuda") hmha::cuda_shared_opt_in::install();
+    // than 48 KiB of shared memory a block run, up to the device's opt-in
+    // limit, and the PTX JIT gets the configured register cap.
+    if (family == "cuda") hmha::cuda_hooks::install();
     {
         Buf probe(1);
         if (probe.device_malloc(iface) != 0) {
@@ -301,7 +310,20 @@ int main(int argc, char **argv) {
         if (!by_kernel.count(v.kernel)) order.push_back(v.kernel);
         by_kernel[v.kernel].push_back(&v);
     }
-    std::string json = "{\n  \"target\": \"" + family + "\",\n  \"kernels\": {\n";
+    // The JIT's register cap the kernels ran under (CUDA; -1 elsewhere): the
+    // hook's, else Halide 21's own.
+    int hook_cap = hmha::cuda_hooks::kKeepHalideCap, max_registers = -1;
+    if (family == "cuda") {
+        hook_cap = hmha::cuda_hooks::state().max_registers.load();
+        const char *hl = std::getenv("HL_CUDA_JIT_MAX_REGISTERS");
+        max_registers = hook_cap != hmha::cuda_hooks::kKeepHalideCap ? hook_cap : hl ? std::atoi(hl) : 64;
+        std::printf("CUDA JIT register cap: %d%s\n", max_registers,
+                    hook_cap != hmha::cuda_hooks::kKeepHalideCap ? (max_registers ? "" : " (none: the driver chooses)")
+                                                                 : " (Halide's)");
+    }
+    std::string json = "{\n  \"target\": \"" + family + "\",\n";
+    if (hook_cap != hmha::cuda_hooks::kKeepHalideCap) json += "  \"jit_max_registers\": " + std::to_string(hook_cap) + ",\n";
+    json += "  \"kernels\": {\n";
     std::string times;
     std::string table;
     int failures = 0;
@@ -386,10 +408,11 @@ int main(int argc, char **argv) {
                     char rec[512];
                     std::snprintf(rec, sizeof(rec),
                                   "\"kernel\": \"%s\", \"shape\": [%lld, %lld, %lld, %lld, %lld], \"params\": \"%s\", "
-                                  "\"autoscheduler\": \"%s\", \"ms\": %.6g",
+                                  "\"autoscheduler\": \"%s\", \"max_registers\": %d, \"ms\": %.6g",
                                   kernel.c_str(), (long long)s.N, (long long)s.L, (long long)s.S, (long long)s.E,
                                   (long long)s.H, variants[i]->params,
-                                  variants[i]->autoscheduler ? variants[i]->autoscheduler : "", best[i]);
+                                  variants[i]->autoscheduler ? variants[i]->autoscheduler : "", max_registers,
+                                  best[i]);
                     timed_at[i].push_back(rec);
                 }
                 if (verbose) {

@@ -21,6 +21,8 @@
 #   timeline-*.txt     (HMHA_GPU_TIMELINE=1) Nsight Systems' API and kernel
 #                      summaries of the forward at (4, 512, 512, 512, 8)
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
+# HMHA_GPU_CAPS="64 0" sweeps once per CUDA JIT register cap (see the sweep);
+# the table always has a column at HMHA_GPU_ALT_REGISTERS (default 0: no cap).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
 # HMHA_GPU_RUN=final the sweep only (the tuned build's tests and table).
 # A short sweep: HMHA_GPU_KERNELS=sdpa (hmha_gpu_tune --kernels) and
@@ -51,7 +53,7 @@ if [ "$run" != compare ]; then
     cuda_rc=$?
     echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
     tail -3 "$out/tests-cuda.log"
-    # The shared-memory opt-in (runtime/src/cuda_shared_opt_in.h) wraps every
+    # The shared-memory opt-in (runtime/src/cuda_driver_hooks.h) wraps every
     # CUDA launch and was first built without a GPU: if the suites fail, they
     # run again without it, and where that passes the rest of the run goes
     # without it too (the logs say which).
@@ -69,10 +71,24 @@ if [ "$run" = all ]; then
     sweep=()
     [ -n "${HMHA_GPU_KERNELS:-}" ] && sweep+=(--kernels "$HMHA_GPU_KERNELS")
     [ -n "${HMHA_GPU_MATCH:-}" ] && sweep+=(--match "$HMHA_GPU_MATCH")
-    timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" --out "$out/cuda.json" \
-        --peers none --times "$out/gpu-times.jsonl" "${sweep[@]}" > "$out/gpu-tune.log" 2>&1
-    echo "exit code $?" >> "$out/gpu-tune.log"
-    grep -A20 "^device cuda" "$out/gpu-tune.log"
+    # HMHA_GPU_CAPS="64 0": one sweep per CUDA JIT register cap
+    # (HMHA_CUDA_MAX_REGISTERS, 0 = none), each into files of its own
+    # (cuda-regs64.json, gpu-tune-regs64.log, ...), their times together in
+    # gpu-times.jsonl (each record names its cap). Unset: one sweep under the
+    # build's cap.
+    read -r -a caps <<< "${HMHA_GPU_CAPS:-}"
+    [ ${#caps[@]} = 0 ] && caps=("")
+    : > "$out/gpu-times.jsonl"
+    for cap in "${caps[@]}"; do
+        sfx=${cap:+-regs$cap}
+        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" \
+            --out "$out/cuda$sfx.json" --peers none --times "$out/gpu-times$sfx.jsonl" "${sweep[@]}" \
+            > "$out/gpu-tune$sfx.log" 2>&1
+        echo "exit code $?" >> "$out/gpu-tune$sfx.log"
+        grep -h "^CUDA JIT register cap" "$out/gpu-tune$sfx.log"
+        grep -A20 "^device cuda" "$out/gpu-tune$sfx.log"
+        [ -n "$sfx" ] && cat "$out/gpu-times$sfx.jsonl" >> "$out/gpu-times.jsonl"
+    done
     # The autoscheduled peers, each in a process of its own (a kernel that
     # faults leaves its process's CUDA context unusable): their records join
     # gpu-times.jsonl, their logs gpu-peers.log.
@@ -87,7 +103,7 @@ if [ "$run" = all ]; then
 fi
 
 PYTHONUNBUFFERED=1 timeout 420 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
-    --times "$out/gpu-times.jsonl" --out "$out" > "$out/compare.log" 2>&1
+    --times "$out/gpu-times.jsonl" --out "$out" --alt-registers "${HMHA_GPU_ALT_REGISTERS-0}" > "$out/compare.log" 2>&1
 echo "exit code $?" >> "$out/compare.log"
 # The tables (they end with the exit code), or the end of the log if they never came.
 if grep -q '^MHA forward' "$out/compare.log"; then sed -n '/^MHA forward/,$p' "$out/compare.log"; else tail -5 "$out/compare.log"; fi

@@ -28,7 +28,7 @@
 #endif
 #if HMHA_HAVE_CUDA
 #include "HalideRuntimeCuda.h"
-#include "cuda_shared_opt_in.h"
+#include "cuda_driver_hooks.h"
 #include "hmha_attend_cuda.h"
 #include "hmha_head_mean_cuda.h"
 #include "hmha_linear_cuda.h"
@@ -88,8 +88,9 @@ const KernelSet *opencl_kernels() {
 
 #if HMHA_HAVE_CUDA
 // Before the process's first CUDA call: launches of kernels with more than
-// 48 KiB of shared memory a block opt in to it (cuda_shared_opt_in.h).
-[[maybe_unused]] const bool cuda_shared_opt_in_installed = cuda_shared_opt_in::install();
+// 48 KiB of shared memory a block opt in to it, and the PTX JIT gets the
+// configured register cap (cuda_driver_hooks.h).
+[[maybe_unused]] const bool cuda_hooks_installed = cuda_hooks::install();
 #endif
 
 const KernelSet *cuda_kernels() {
