@@ -13,10 +13,15 @@ capped at 64 and once uncapped, per kernel entry (a pipeline has one per
 GPU loop nest, and one per specialization).
 
   bench/gpu/ptx_registers.py [--build build] [--gpu sm_90] [--kernels sdpa,linear]
-                             [--caps 64,255] [--jobs 2] > report.md
+                             [--caps 64,0] [--jobs 2] [--nvdisasm PATH] > report.md
 
 Static counts: what ptxas allocates, not what a GPU measures. Fewer
 registers mean more resident warps; spills cost local-memory traffic.
+
+With nvdisasm (on PATH or --nvdisasm; the CUDA toolkit's, or PyPI's
+nvidia-cuda-nvdisasm wheel), each cell also counts the local-memory loads and
+stores (LDL / STL in the SASS) inside the entry's loops that do
+multiply-adds (FFMA), where a spill costs on every iteration: "in loops".
 """
 import argparse
 import concurrent.futures
@@ -24,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,9 +70,43 @@ def embedded_ptx(obj_path):
     return data[start:end].decode()
 
 
-def ptxas_usage(ptx_path, gpu, cap):
-    """{entry: (registers, spill store bytes, spill load bytes)} at a register cap (None: uncapped)."""
-    cmd = ["ptxas", "-v", "--gpu-name", gpu, ptx_path, "-o", os.devnull]
+def loop_local_ops(sass):
+    """{entry: LDL + STL instructions inside loops that hold FFMAs} of nvdisasm's output."""
+    entry, labels, insts = None, {}, []
+    for line in sass.splitlines():
+        m = re.match(r"^(\w+):$", line)
+        if m:
+            entry = m.group(1)
+            continue
+        m = re.match(r"^(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(insts)
+            continue
+        m = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*?)\s*;", line)
+        if m and entry:
+            insts.append((entry, m.group(1)))
+    inside = set()
+    for end, (entry, text) in enumerate(insts):
+        m = re.search(r"\bBRA\b.*`\((\.L_x_\d+)\)", text)
+        start = labels.get(m.group(1)) if m else None
+        if start is None or start > end:
+            continue
+        body = range(start, end + 1)  # a backward branch closes a loop
+        if any(re.search(r"\bFFMA\b", insts[i][1]) for i in body):
+            inside.update(body)
+    counts = {}
+    for i in inside:
+        entry, text = insts[i]
+        if re.search(r"\b(LDL|STL)\b", text):
+            counts[entry] = counts.get(entry, 0) + 1
+    return counts
+
+
+def ptxas_usage(ptx_path, gpu, cap, nvdisasm=None):
+    """{entry: (registers, spill store bytes, spill load bytes[, LDL + STL in FMA loops])}
+    at a register cap (None: uncapped)."""
+    cubin = ptx_path + f".{cap}.cubin"
+    cmd = ["ptxas", "-v", "--gpu-name", gpu, ptx_path, "-o", cubin if nvdisasm else os.devnull]
     if cap:
         cmd[1:1] = ["-maxrregcount", str(cap)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -86,10 +126,14 @@ def ptxas_usage(ptx_path, gpu, cap):
         if m and entry:
             usage[entry] = (int(m.group(1)),) + spills
             entry, spills = None, (0, 0)
+    if nvdisasm:
+        sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout
+        in_loops = loop_local_ops(sass)
+        usage = {e: u + (in_loops.get(e, 0),) for e, u in usage.items()}
     return usage
 
 
-def analyse(generators, kernel, point, target, gpu, caps):
+def analyse(generators, kernel, point, target, gpu, caps, nvdisasm=None):
     """Per entry of one variant: {cap: (registers, spill stores, spill loads)}."""
     with tempfile.TemporaryDirectory() as tmp:
         params = [p for p in point.split(":") if p]
@@ -101,7 +145,7 @@ def analyse(generators, kernel, point, target, gpu, caps):
         ptx = os.path.join(tmp, "k.ptx")
         with open(ptx, "w") as f:
             f.write(embedded_ptx(os.path.join(tmp, "k.o")))
-        per_cap = {cap: ptxas_usage(ptx, gpu, cap) for cap in caps}
+        per_cap = {cap: ptxas_usage(ptx, gpu, cap, nvdisasm) for cap in caps}
     entries = sorted(set().union(*[u.keys() for u in per_cap.values()]))
     return {"entries": {e: {cap: per_cap[cap].get(e) for cap in caps} for e in entries}}
 
@@ -115,6 +159,8 @@ def main():
     ap.add_argument("--caps", default="64,0", help="register caps to compile at, 0 = uncapped")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", help="also write the results as JSON lines here")
+    ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm"),
+                    help="nvdisasm, to count local loads / stores in FMA loops (default: on PATH; none: skip)")
     args = ap.parse_args()
 
     generators = os.path.join(args.build, "hmha_generators")
@@ -133,7 +179,7 @@ def main():
         jobs += [(kernel, p) for p in pts]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(analyse, generators, k, p, target, args.gpu, caps) for k, p in jobs]
+        futures = [pool.submit(analyse, generators, k, p, target, args.gpu, caps, args.nvdisasm) for k, p in jobs]
         results = [f.result() for f in futures]
 
     def cap_name(c):
@@ -144,7 +190,10 @@ def main():
     print("Per kernel entry (the pipeline's GPU loop nests; specializations each have their own): "
           "registers a thread, and spill stores / loads in bytes, with the register cap each column names. "
           "`*` marks the tuned params of schedules/tuned/cuda.json; entries are numbered in PTX order.\n")
-    head = " | ".join(f"cap {cap_name(c)}: regs, spill st/ld" for c in caps)
+    if args.nvdisasm:
+        print("With nvdisasm: \"in loops\" counts the local loads and stores (LDL, STL) inside loops that do "
+              "multiply-adds, where a spill costs on every iteration.\n")
+    head = " | ".join(f"cap {cap_name(c)}: regs, spill st/ld" + (", in loops" if args.nvdisasm else "") for c in caps)
     out_json = open(args.json, "w") if args.json else None
     for kernel in wanted:
         print(f"\n## {kernel}\n")
@@ -164,7 +213,8 @@ def main():
                 cells = []
                 for c in caps:
                     u = per_cap[c]
-                    cells.append("-" if u is None else f"{u[0]}, {u[1]}/{u[2]}" + (" **spills**" if u[1] else ""))
+                    loops = f", {u[3]}" if u is not None and len(u) > 3 else ""
+                    cells.append("-" if u is None else f"{u[0]}, {u[1]}/{u[2]}{loops}" + (" **spills**" if u[1] else ""))
                 print(f"| {label if n == 0 else ''} | {n} | " + " | ".join(cells) + " |")
     if out_json:
         out_json.close()
