@@ -49,7 +49,9 @@ void *fake_getter(void *, const char *name) {
 }
 
 int wrapper_marker = 0, load_wrapper_marker = 0;
-opt_in::Wrappers wrappers() { return {&wrapper_marker, &load_wrapper_marker}; }
+opt_in::Wrappers wrappers() {
+    return {&wrapper_marker, &load_wrapper_marker};
+}
 
 struct Load {
     opt_in::CUmodule *module = nullptr;
@@ -117,8 +119,7 @@ TEST_CASE("CUDA shared-memory opt-in: Halide gets the wrapper for cuLaunchKernel
     driver.erase("cuFuncSetAttribute");
     opt_in::State t;
     t.next.store(&fake_getter);
-    CHECK(opt_in::get_symbol_with(t, wrappers(), nullptr, "cuLaunchKernel") ==
-          reinterpret_cast<void *>(&fake_launch));
+    CHECK(opt_in::get_symbol_with(t, wrappers(), nullptr, "cuLaunchKernel") == reinterpret_cast<void *>(&fake_launch));
     CHECK(t.launch.load() == nullptr);
     // No library loaded yet (Halide asks the process first): nothing to wrap.
     driver.clear();
@@ -194,8 +195,7 @@ TEST_CASE("CUDA register cap: module loads get the configured cap in place of Ha
     CHECK(halide_values[0] == reinterpret_cast<void *>(uintptr_t{64}));
 }
 
-TEST_CASE("CUDA register cap: HMHA_CUDA_MAX_REGISTERS accepts 0-255 and names what it got otherwise",
-          "[runtime]") {
+TEST_CASE("CUDA register cap: HMHA_CUDA_MAX_REGISTERS accepts 0-255 and names what it got otherwise", "[runtime]") {
     std::string error;
     CHECK(opt_in::parse_max_registers(nullptr, &error) == opt_in::kKeepHalideCap);
     CHECK(opt_in::parse_max_registers("", &error) == opt_in::kKeepHalideCap);

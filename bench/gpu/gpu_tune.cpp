@@ -322,7 +322,9 @@ int main(int argc, char **argv) {
                                                                  : " (Halide's)");
     }
     std::string json = "{\n  \"target\": \"" + family + "\",\n";
-    if (hook_cap != hmha::cuda_hooks::kKeepHalideCap) json += "  \"jit_max_registers\": " + std::to_string(hook_cap) + ",\n";
+    if (hook_cap != hmha::cuda_hooks::kKeepHalideCap) {
+        json += "  \"jit_max_registers\": " + std::to_string(hook_cap) + ",\n";
+    }
     json += "  \"kernels\": {\n";
     std::string times;
     std::string table;

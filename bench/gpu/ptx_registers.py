@@ -204,8 +204,10 @@ def main():
                 continue
             label = (p.replace(":", " ") or "(defaults)") + (" *" if tuned.get(kernel) == p else "")
             if out_json:
-                entries = {e: {cap_name(c): u for c, u in per_cap.items()} for e, per_cap in r.get("entries", {}).items()}
-                out_json.write(json.dumps({"kernel": k, "params": p, "error": r.get("error"), "entries": entries}) + "\n")
+                entries = {e: {cap_name(c): u for c, u in per_cap.items()}
+                           for e, per_cap in r.get("entries", {}).items()}
+                rec = {"kernel": k, "params": p, "error": r.get("error"), "entries": entries}
+                out_json.write(json.dumps(rec) + "\n")
             if "error" in r:
                 print(f"| {label} | - | generator failed: {r['error']} |")
                 continue
@@ -214,7 +216,8 @@ def main():
                 for c in caps:
                     u = per_cap[c]
                     loops = f", {u[3]}" if u is not None and len(u) > 3 else ""
-                    cells.append("-" if u is None else f"{u[0]}, {u[1]}/{u[2]}{loops}" + (" **spills**" if u[1] else ""))
+                    spills = " **spills**" if u is not None and u[1] else ""
+                    cells.append("-" if u is None else f"{u[0]}, {u[1]}/{u[2]}{loops}{spills}")
                 print(f"| {label if n == 0 else ''} | {n} | " + " | ".join(cells) + " |")
     if out_json:
         out_json.close()

@@ -63,9 +63,9 @@ constexpr int kMaxRegisters = 255;             // the most a thread can have
 constexpr unsigned kMaxJitOptions = 16;        // more than Halide passes (1); beyond it, options pass unchanged
 
 struct State {
-    std::atomic<LaunchFn> launch{nullptr};               // the driver's cuLaunchKernel
-    std::atomic<SetAttributeFn> set_attribute{nullptr};  // the driver's cuFuncSetAttribute
-    std::atomic<LoadModuleFn> load_module{nullptr};      // the driver's cuModuleLoadDataEx
+    std::atomic<LaunchFn> launch{nullptr};                   // the driver's cuLaunchKernel
+    std::atomic<SetAttributeFn> set_attribute{nullptr};      // the driver's cuFuncSetAttribute
+    std::atomic<LoadModuleFn> load_module{nullptr};          // the driver's cuModuleLoadDataEx
     std::atomic<halide_get_library_symbol_t> next{nullptr};  // the getter install() replaced
     std::atomic<bool> shared_opt_in{true};
     // The JIT's register cap: kKeepHalideCap, 0 (none) or 1-255.
@@ -86,8 +86,9 @@ inline int parse_max_registers(const char *text, std::string *error) {
     const long n = std::strtol(text, &end, 10);
     if (errno != 0 || *end != '\0' || n < 0 || n > kMaxRegisters) {
         if (error) {
-            *error = std::string("HMHA_CUDA_MAX_REGISTERS: expected 0 (no cap: the driver chooses) or a register "
-                                 "count from 1 to 255, got '") +
+            *error = std::string(
+                         "HMHA_CUDA_MAX_REGISTERS: expected 0 (no cap: the driver chooses) or a register "
+                         "count from 1 to 255, got '") +
                      text + "'";
         }
         return kKeepHalideCap;
