@@ -3,12 +3,18 @@
 // options a module load passes for each register cap, what reaches the
 // driver, and which symbol Halide gets for each name. Runs without a GPU; on
 // one, the CUDA suites and the GPU sweep's kernels run through them.
+#include <cstdlib>
 #include <map>
+#include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../runtime/src/cuda_driver_hooks.h"
 #include "catch2/catch.hpp"
+#include "device.h"
+#include "hmha/hmha.h"
+#include "reference.h"
 
 namespace {
 
@@ -66,6 +72,29 @@ opt_in::CUresult fake_load(opt_in::CUmodule *module, const void *image, unsigned
     loads.push_back(l);
     return 200;  // CUDA_ERROR_INVALID_IMAGE: the caller sees the driver's result
 }
+
+// A fake driver's kernels: their registers and local bytes by function.
+std::map<opt_in::CUfunction, std::pair<int, int>> kernel_attributes;
+int lookups = 0, attribute_queries = 0;
+opt_in::CUresult fake_get_function(opt_in::CUfunction *f, opt_in::CUmodule module, const char *name) {
+    lookups++;
+    if (std::string(name) == "missing") return 500;  // CUDA_ERROR_NOT_FOUND
+    *f = static_cast<opt_in::CUfunction>(module);    // the fake's kernel: the module itself
+    return 0;
+}
+opt_in::CUresult fake_get_attribute(int *value, int attribute, opt_in::CUfunction f) {
+    attribute_queries++;
+    auto it = kernel_attributes.find(f);
+    if (it == kernel_attributes.end()) return 1;
+    if (attribute == opt_in::kAttrNumRegs)
+        *value = it->second.first;
+    else if (attribute == opt_in::kAttrLocalSizeBytes)
+        *value = it->second.second;
+    else
+        return 1;
+    return 0;
+}
+int get_function_marker = 0;
 
 }  // namespace
 
@@ -151,6 +180,60 @@ TEST_CASE("CUDA driver hooks: each hook wraps its entry point only when it has s
               reinterpret_cast<void *>(&fake_launch));
         CHECK(s.launch.load() == nullptr);
     }
+    driver.clear();
+}
+
+TEST_CASE("CUDA driver hooks: each kernel entry's registers and local memory recorded once, as the driver says",
+          "[runtime]") {
+    opt_in::State s;
+    s.get_function.store(&fake_get_function);
+    s.get_attribute.store(&fake_get_attribute);
+    int mod_a = 0, mod_b = 0, mod_c = 0;
+    auto *a = static_cast<opt_in::CUmodule>(&mod_a), *b = static_cast<opt_in::CUmodule>(&mod_b),
+         *c = static_cast<opt_in::CUmodule>(&mod_c);
+    kernel_attributes = {{a, {64, 336}}, {b, {48, 0}}};  // c: the driver answers nothing
+    lookups = attribute_queries = 0;
+    opt_in::CUfunction f = nullptr;
+    // Halide looks a kernel up before every launch: recorded the first time only.
+    for (int launch = 0; launch < 3; launch++) {
+        REQUIRE(opt_in::get_function_with(s, &f, a, "_kernel_y") == 0);
+        CHECK(f == a);
+    }
+    REQUIRE(opt_in::get_function_with(s, &f, b, "_kernel_out") == 0);
+    REQUIRE(opt_in::get_function_with(s, &f, c, "_kernel_mean") == 0);
+    CHECK(opt_in::get_function_with(s, &f, a, "missing") == 500);  // the driver's error, nothing recorded
+    CHECK(lookups == 6);
+    CHECK(attribute_queries == 6);  // two a kernel, three kernels
+    REQUIRE(s.compiled.size() == 3);
+    CHECK(s.compiled[0].entry == "_kernel_y");
+    CHECK(s.compiled[0].registers == 64);
+    CHECK(s.compiled[0].local_bytes == 336);
+    CHECK(s.compiled[1].entry == "_kernel_out");
+    CHECK(s.compiled[1].registers == 48);
+    CHECK(s.compiled[1].local_bytes == 0);
+    CHECK(s.compiled[2].registers == -1);
+    CHECK(s.compiled[2].local_bytes == -1);
+
+    // Past kMaxRecordedKernels entries, lookups still work and record nothing more.
+    std::vector<int> many(opt_in::kMaxRecordedKernels);
+    for (int &m : many) REQUIRE(opt_in::get_function_with(s, &f, static_cast<opt_in::CUmodule>(&m), "k") == 0);
+    CHECK(s.compiled.size() == (size_t)opt_in::kMaxRecordedKernels);
+    CHECK(f == &many.back());
+
+    // The getter hands Halide the wrapper where the driver can say (cuFuncGetAttribute).
+    driver = {{"cuModuleGetFunction", reinterpret_cast<void *>(&fake_get_function)},
+              {"cuFuncGetAttribute", reinterpret_cast<void *>(&fake_get_attribute)}};
+    opt_in::State t;
+    t.next.store(&fake_getter);
+    opt_in::Wrappers w{&wrapper_marker, &load_wrapper_marker, &get_function_marker};
+    CHECK(opt_in::get_symbol_with(t, w, nullptr, "cuModuleGetFunction") == &get_function_marker);
+    CHECK(t.get_function.load() == &fake_get_function);
+    CHECK(t.get_attribute.load() == &fake_get_attribute);
+    driver.erase("cuFuncGetAttribute");
+    opt_in::State u;
+    u.next.store(&fake_getter);
+    CHECK(opt_in::get_symbol_with(u, w, nullptr, "cuModuleGetFunction") ==
+          reinterpret_cast<void *>(&fake_get_function));
     driver.clear();
 }
 
@@ -249,6 +332,11 @@ TEST_CASE("CUDA driver hooks: Halide's CUDA runtime gets the wrappers from the d
         CHECK(opt_in::state().load_module.load() != nullptr);
     }
     if (const char *expected = std::getenv("HMHA_EXPECT_MAX_REGISTERS")) CHECK(cap == std::atoi(expected));
+    // Kernel lookups: wrapped wherever the hooks are installed (the driver has cuFuncGetAttribute).
+    void *get_function = halide_cuda_get_symbol(nullptr, "cuModuleGetFunction");
+    REQUIRE(get_function != nullptr);
+    CHECK((get_function == reinterpret_cast<void *>(&opt_in::get_function)) == opt_in::install());
+    if (opt_in::install()) CHECK(opt_in::state().get_attribute.load() != nullptr);
 }
 
 TEST_CASE("CUDA driver hooks: a CUDA build chains them onto Halide's symbol getter", "[runtime]") {
@@ -264,5 +352,46 @@ TEST_CASE("CUDA driver hooks: a CUDA build chains them onto Halide's symbol gett
         CHECK(opt_in::install());  // once per process: installing again changes nothing
         CHECK(halide_set_custom_get_library_symbol(current) == current);
     }
+}
+TEST_CASE("CUDA driver hooks: a forward's kernels, as the driver compiled them, keep to the register cap", "[device]") {
+    REQUIRE(test_device() != hmha::Device::CPU);
+    if (test_device() != hmha::Device::CUDA) {
+        WARN("skipped on " << hmha::to_string(test_device()) << ": CUDA's JIT only");
+        return;
+    }
+    // Every CUDA kernel class the runtime has: projections of a few rows and
+    // of many, the fused sdpa and the need_weights kernels.
+    std::mt19937 rng(11);
+    for (int64_t L : {5, 300}) {
+        hmha::Options o;
+        o.device = hmha::Device::CUDA;
+        o.embed_dim = 64;
+        o.num_heads = 2;
+        hmha::MultiheadAttention mha(o, random_state_dict(o, rng));
+        const hmha::Tensor q = random_tensor({L, 2, 64}, rng);
+        for (bool need_weights : {false, true}) {
+            hmha::ForwardOptions f;
+            f.need_weights = need_weights;
+            mha.forward(q, q, q, f);
+        }
+    }
+    const std::vector<opt_in::CompiledKernel> compiled = opt_in::compiled_kernels();
+    const int cap = opt_in::state().max_registers.load();
+    const char *hl = std::getenv("HL_CUDA_JIT_MAX_REGISTERS");
+    const int limit = cap == opt_in::kKeepHalideCap ? (hl ? std::atoi(hl) : 64)
+                      : cap == 0                    ? opt_in::kMaxRegisters
+                                                    : cap;
+    std::ostringstream listing;
+    for (const opt_in::CompiledKernel &k : compiled) {
+        listing << k.entry << ": " << k.registers << " registers, " << k.local_bytes << " bytes local\n";
+    }
+    INFO("register cap " << cap << " (limit " << limit << "); kernels:\n" << listing.str());
+    REQUIRE(compiled.size() >= 5);
+    for (const opt_in::CompiledKernel &k : compiled) {
+        CHECK(k.registers > 0);
+        CHECK(k.registers <= limit);
+        CHECK(k.local_bytes >= 0);
+    }
+    if (const char *expected = std::getenv("HMHA_EXPECT_MAX_REGISTERS")) CHECK(cap == std::atoi(expected));
 }
 #endif

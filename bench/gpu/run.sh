@@ -5,6 +5,8 @@
 #   machine.txt        nvidia-smi and the bundle's commit
 #   tests-cuda.log     the device-independent suites on CUDA (reference, PyTorch
 #                      fixtures, semantics, device tensors); exit code at the end
+#   caps.log           the register cap at work: the driver's registers per
+#                      kernel entry and traced forwards, at three caps
 #   tests-cuda-no-opt-in.log  only if those failed: again with
 #                      HMHA_CUDA_SHARED_OPT_IN=0 (the rest of the run then too,
 #                      where this passed)
@@ -65,6 +67,24 @@ if [ "$run" != compare ]; then
         echo "without the shared-memory opt-in:"; tail -3 "$out/tests-cuda-no-opt-in.log"
         if [ "$rc" = 0 ]; then export HMHA_CUDA_SHARED_OPT_IN=0; fi
     fi
+    # The JIT's register cap at work (runtime/src/cuda_driver_hooks.h), into
+    # caps.log: under Halide's cap, none and 128, the [device] check of what
+    # the driver compiled (registers within the cap), then a traced forward at
+    # (4, 512, 512, 512, 8), fused and need_weights: each kernel's wait and
+    # each entry's registers and local bytes as the driver compiled them.
+    for cap in "" 0 128; do
+        echo "== register cap ${cap:-as built (Halide 21: 64)}" >> "$out/caps.log"
+        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} ${cap:+HMHA_EXPECT_MAX_REGISTERS=$cap} timeout 60 \
+            "$bundle/hmha_tests" --hmha-device=cuda \
+            "CUDA driver hooks: a forward's kernels, as the driver compiled them, keep to the register cap" \
+            >> "$out/caps.log" 2>&1
+        echo "check: exit code $?" >> "$out/caps.log"
+        for nw in "" --need-weights; do
+            env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} HMHA_TRACE_KERNELS=1 timeout 60 "$bundle/hmha_bench" --case ours \
+                --hmha-device=cuda --shape 4,512,512,512,8 $nw --min-time 0 --min-reps 20 >> "$out/caps.log" 2>&1
+        done
+    done
+    grep -E "^== |^check|registers|\"ms\"" "$out/caps.log" | cut -c1-160
 fi
 if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"

@@ -24,6 +24,13 @@
 //   cuda.json's "jit_max_registers", HMHA_CUDA_JIT_MAX_REGISTERS), else
 //   Halide's own options are left as they are.
 //
+// - What the driver made of each kernel (cuModuleGetFunction ->
+//   get_function): the first time Halide looks up a kernel entry, its
+//   registers a thread and local memory a thread (spills and stack arrays) as
+//   the driver's JIT compiled it are recorded (compiled_kernels()), so that a
+//   GPU run can see the cap at work: the kernel trace prints them
+//   (HMHA_TRACE_KERNELS=1, kernels.cpp) and a [device] test checks them on CUDA.
+//
 // Used by the runtime (kernels.cpp, before its first CUDA call) and by the GPU
 // sweep (bench/gpu/gpu_tune.cpp), so that both run the same kernels.
 // Header-only and free of CUDA headers: the driver's types are declared here
@@ -36,7 +43,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "HalideRuntime.h"
 
@@ -54,6 +63,8 @@ using LaunchFn = CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned
                               CUstream, void **, void **);
 using SetAttributeFn = CUresult (*)(CUfunction, int, int);
 using LoadModuleFn = CUresult (*)(CUmodule *, const void *, unsigned, int *, void **);
+using GetFunctionFn = CUresult (*)(CUfunction *, CUmodule, const char *);
+using FuncGetAttributeFn = CUresult (*)(int *, int, CUfunction);
 
 constexpr unsigned kDefaultLimitBytes = 48 * 1024;
 constexpr int kMaxDynamicSharedSizeBytes = 8;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
@@ -61,6 +72,16 @@ constexpr int kJitMaxRegisters = 0;            // CU_JIT_MAX_REGISTERS
 constexpr int kKeepHalideCap = -1;             // max_registers: leave Halide's JIT options alone
 constexpr int kMaxRegisters = 255;             // the most a thread can have
 constexpr unsigned kMaxJitOptions = 16;        // more than Halide passes (1); beyond it, options pass unchanged
+constexpr int kAttrLocalSizeBytes = 3;         // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+constexpr int kAttrNumRegs = 4;                // CU_FUNC_ATTRIBUTE_NUM_REGS
+constexpr int kMaxRecordedKernels = 64;        // kernel entries recorded per process; later ones are not
+
+// A kernel entry as the driver compiled it (-1: the driver did not say).
+struct CompiledKernel {
+    std::string entry;  // Halide's name for the entry, e.g. _kernel_out_s0_n_block_id_z
+    int registers = -1;
+    int local_bytes = -1;
+};
 
 struct State {
     std::atomic<LaunchFn> launch{nullptr};                   // the driver's cuLaunchKernel
@@ -70,6 +91,14 @@ struct State {
     std::atomic<bool> shared_opt_in{true};
     // The JIT's register cap: kKeepHalideCap, 0 (none) or 1-255.
     std::atomic<int> max_registers{kKeepHalideCap};
+    std::atomic<GetFunctionFn> get_function{nullptr};        // the driver's cuModuleGetFunction
+    std::atomic<FuncGetAttributeFn> get_attribute{nullptr};  // the driver's cuFuncGetAttribute
+    // Kernel entries recorded (Halide looks each up before every launch: the
+    // seen ones are found without a lock), and what the driver said of them.
+    std::atomic<CUfunction> seen[kMaxRecordedKernels] = {};
+    std::atomic<int> n_seen{0};
+    std::mutex mutex;
+    std::vector<CompiledKernel> compiled;  // guarded by mutex
 };
 
 inline State &state() {
@@ -134,7 +163,34 @@ inline CUresult load_module_with(State &s, CUmodule *module, const void *image, 
     return load(module, image, m, m ? opts : nullptr, m ? vals : nullptr);
 }
 
-// What Halide calls for cuLaunchKernel and cuModuleLoadDataEx once install() ran.
+// A kernel lookup through `s`: the driver's, and the first time an entry is
+// found, its registers and local memory, recorded.
+inline CUresult get_function_with(State &s, CUfunction *f, CUmodule module, const char *name) {
+    const CUresult r = s.get_function.load()(f, module, name);
+    if (r != 0 || f == nullptr || *f == nullptr) return r;
+    auto known = [&](int n) {
+        for (int i = 0; i < n; i++) {
+            if (s.seen[i].load(std::memory_order_acquire) == *f) return true;
+        }
+        return false;
+    };
+    if (known(s.n_seen.load(std::memory_order_acquire))) return r;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    const int n = s.n_seen.load(std::memory_order_relaxed);
+    if (known(n) || n >= kMaxRecordedKernels) return r;
+    CompiledKernel k{name ? name : "", -1, -1};
+    if (FuncGetAttributeFn get = s.get_attribute.load()) {
+        int v = 0;
+        if (get(&v, kAttrNumRegs, *f) == 0) k.registers = v;
+        if (get(&v, kAttrLocalSizeBytes, *f) == 0) k.local_bytes = v;
+    }
+    s.compiled.push_back(k);
+    s.seen[n].store(*f, std::memory_order_release);
+    s.n_seen.store(n + 1, std::memory_order_release);
+    return r;
+}
+
+// What Halide calls for cuLaunchKernel, cuModuleLoadDataEx and cuModuleGetFunction once install() ran.
 inline CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                        unsigned shared_bytes, CUstream stream, void **params, void **extra) {
     return launch_with(state(), f, gx, gy, gz, bx, by, bz, shared_bytes, stream, params, extra);
@@ -142,14 +198,25 @@ inline CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
 inline CUresult load_module(CUmodule *module, const void *image, unsigned n, int *options, void **values) {
     return load_module_with(state(), module, image, n, options, values);
 }
+inline CUresult get_function(CUfunction *f, CUmodule module, const char *name) {
+    return get_function_with(state(), f, module, name);
+}
+
+// The kernel entries recorded so far (get_function), in the order first launched.
+inline std::vector<CompiledKernel> compiled_kernels() {
+    State &s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    return s.compiled;
+}
 
 struct Wrappers {
-    void *launch, *load_module;
+    void *launch, *load_module, *get_function = nullptr;
 };
 
 // The chained lookup through `s`: s.next's symbol, but the wrapper for
 // cuLaunchKernel where the opt-in is on and the driver has cuFuncSetAttribute,
-// and for cuModuleLoadDataEx where s sets a register cap.
+// for cuModuleLoadDataEx where s sets a register cap, and for
+// cuModuleGetFunction where the driver has cuFuncGetAttribute.
 inline void *get_symbol_with(State &s, Wrappers w, void *lib, const char *name) {
     halide_get_library_symbol_t next = s.next.load();
     void *sym = next ? next(lib, name) : nullptr;
@@ -165,13 +232,22 @@ inline void *get_symbol_with(State &s, Wrappers w, void *lib, const char *name) 
         s.load_module.store(reinterpret_cast<LoadModuleFn>(sym));
         return w.load_module;
     }
+    if (std::strcmp(name, "cuModuleGetFunction") == 0 && w.get_function) {
+        if (void *get = next(lib, "cuFuncGetAttribute")) {
+            s.get_attribute.store(reinterpret_cast<FuncGetAttributeFn>(get));
+            s.get_function.store(reinterpret_cast<GetFunctionFn>(sym));
+            return w.get_function;
+        }
+    }
     return sym;
 }
 
 // The getter install() chains onto Halide's.
 inline void *get_symbol(void *lib, const char *name) {
-    return get_symbol_with(state(), {reinterpret_cast<void *>(&launch), reinterpret_cast<void *>(&load_module)}, lib,
-                           name);
+    return get_symbol_with(state(),
+                           {reinterpret_cast<void *>(&launch), reinterpret_cast<void *>(&load_module),
+                            reinterpret_cast<void *>(&get_function)},
+                           lib, name);
 }
 
 // The register cap install() applies: HMHA_CUDA_MAX_REGISTERS, else the build's.

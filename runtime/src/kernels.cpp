@@ -298,6 +298,24 @@ struct Trace {
                           e.wait_ms / f);
             os << line;
         }
+#if HMHA_HAVE_CUDA
+        // The CUDA kernel entries launched so far, as the driver's JIT compiled
+        // them (cuda_driver_hooks.h), under the register cap in force.
+        const std::vector<cuda_hooks::CompiledKernel> compiled = cuda_hooks::compiled_kernels();
+        if (!compiled.empty()) {
+            const int cap = cuda_hooks::state().max_registers.load();
+            os << "CUDA kernel entries as the driver compiled them, register cap "
+               << (cap == cuda_hooks::kKeepHalideCap ? std::string("Halide's (64 unless HL_CUDA_JIT_MAX_REGISTERS)")
+                   : cap == 0                        ? std::string("none (HMHA_CUDA_MAX_REGISTERS=0)")
+                                                     : std::to_string(cap))
+               << ":\n";
+            for (const cuda_hooks::CompiledKernel &k : compiled) {
+                std::snprintf(line, sizeof line, "  %-44s %4d registers %6d bytes local\n", k.entry.c_str(),
+                              k.registers, k.local_bytes);
+                os << line;
+            }
+        }
+#endif
         return os.str();
     }
 };
