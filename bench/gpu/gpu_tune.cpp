@@ -35,7 +35,9 @@
 // CUDA: every kernel is JIT-compiled under one register cap, the runtime's
 // (runtime/src/cuda_driver_hooks.h: HMHA_CUDA_MAX_REGISTERS, else the build's
 // jit_max_registers, else Halide 21's 64 or $HL_CUDA_JIT_MAX_REGISTERS). Each
-// --times record names it ("max_registers", 0 = no cap), and where the hook
+// --times record names it ("max_registers", 0 = no cap) and the variant's
+// kernel entries as the driver compiled them ("entries": [registers, local
+// bytes a thread] each, in the order first launched), and where the hook
 // set it the winners' file keeps it as "jit_max_registers", so that a build
 // with that file runs its kernels under the cap they won with. To compare
 // caps, sweep once per cap (bench/gpu/run.sh, HMHA_GPU_CAPS).
@@ -336,6 +338,10 @@ int main(int argc, char **argv) {
         std::vector<double> sum(variants.size(), 0.0);
         std::vector<std::vector<std::string>> timed_at(variants.size());  // --times records, per variant
         std::vector<std::string> why(variants.size());
+        // CUDA: each variant's kernel entries as the driver compiled them
+        // (registers, local bytes a thread; cuda_driver_hooks.h), noted as
+        // its checked calls first launch them.
+        std::vector<std::string> entries(variants.size());
         std::vector<std::map<std::string, double>> ms_at(variants.size());  // shape name -> best round's ms
         for (size_t i = 0; i < variants.size(); i++) {
             if (variants[i]->failed != nullptr) why[i] = variants[i]->failed;
@@ -368,7 +374,14 @@ int main(int argc, char **argv) {
                 outs.push_back(output_for(kernel, in));
                 if (!why[i].empty() || !runs_at(*variants[i], s)) continue;
                 last_error.clear();
+                const size_t known = hmha::cuda_hooks::compiled_kernels().size();
                 int st = call(kernel, variants[i]->fn, in, outs[i]);
+                const std::vector<hmha::cuda_hooks::CompiledKernel> compiled = hmha::cuda_hooks::compiled_kernels();
+                for (size_t e = known; e < compiled.size(); e++) {
+                    entries[i] += std::string(entries[i].empty() ? "" : ", ") + "[" +
+                                  std::to_string(compiled[e].registers) + ", " + std::to_string(compiled[e].local_bytes) +
+                                  "]";
+                }
                 if (st == 0) st = outs[i].copy_to_host();
                 if (st != 0) {
                     why[i] = "failed at " + s.name() + " (Halide status " + std::to_string(st) + "): " + last_error;
@@ -415,12 +428,14 @@ int main(int argc, char **argv) {
                                   (long long)s.H, variants[i]->params,
                                   variants[i]->autoscheduler ? variants[i]->autoscheduler : "", max_registers,
                                   best[i]);
-                    timed_at[i].push_back(rec);
+                    timed_at[i].push_back(std::string(rec) + ", \"entries\": [" + entries[i] + "]");
                 }
                 if (verbose) {
-                    std::printf("  %-15s %-22s %-55s %s\n", kernel.c_str(), s.name().c_str(),
+                    const std::string regs = entries[i].empty() ? "" : "  (registers, local bytes: " + entries[i] + ")";
+                    std::printf("  %-15s %-22s %-55s %s%s\n", kernel.c_str(), s.name().c_str(),
                                 label(*variants[i]).c_str(),
-                                why[i].empty() ? (std::to_string(best[i]) + " ms").c_str() : why[i].c_str());
+                                why[i].empty() ? (std::to_string(best[i]) + " ms").c_str() : why[i].c_str(),
+                                regs.c_str());
                 }
             }
         }
