@@ -353,10 +353,17 @@ TEST_CASE("CUDA driver hooks: a CUDA build chains them onto Halide's symbol gett
         CHECK(halide_set_custom_get_library_symbol(current) == current);
     }
 }
+
 TEST_CASE("CUDA driver hooks: a forward's kernels, as the driver compiled them, keep to the register cap", "[device]") {
     REQUIRE(test_device() != hmha::Device::CPU);
     if (test_device() != hmha::Device::CUDA) {
         WARN("skipped on " << hmha::to_string(test_device()) << ": CUDA's JIT only");
+        return;
+    }
+    if (!opt_in::install()) {
+        WARN(
+            "skipped: the driver hooks are not installed (HMHA_CUDA_SHARED_OPT_IN=0 and no register cap), "
+            "so no kernel is recorded");
         return;
     }
     // Every CUDA kernel class the runtime has: projections of few rows (10 x
@@ -379,10 +386,8 @@ TEST_CASE("CUDA driver hooks: a forward's kernels, as the driver compiled them, 
     }
     const std::vector<opt_in::CompiledKernel> compiled = opt_in::compiled_kernels();
     const int cap = opt_in::state().max_registers.load();
-    const char *hl = std::getenv("HL_CUDA_JIT_MAX_REGISTERS");
-    const int limit = cap == opt_in::kKeepHalideCap ? (hl ? std::atoi(hl) : 64)
-                      : cap == 0                    ? opt_in::kMaxRegisters
-                                                    : cap;
+    const int jit_cap = opt_in::jit_max_registers();
+    const int limit = jit_cap == 0 ? opt_in::kMaxRegisters : jit_cap;
     std::ostringstream listing;
     for (const opt_in::CompiledKernel &k : compiled) {
         listing << k.entry << ": " << k.registers << " registers, " << k.local_bytes << " bytes local\n";

@@ -317,8 +317,7 @@ int main(int argc, char **argv) {
     int hook_cap = hmha::cuda_hooks::kKeepHalideCap, max_registers = -1;
     if (family == "cuda") {
         hook_cap = hmha::cuda_hooks::state().max_registers.load();
-        const char *hl = std::getenv("HL_CUDA_JIT_MAX_REGISTERS");
-        max_registers = hook_cap != hmha::cuda_hooks::kKeepHalideCap ? hook_cap : hl ? std::atoi(hl) : 64;
+        max_registers = hmha::cuda_hooks::jit_max_registers();
         std::printf("CUDA JIT register cap: %d%s\n", max_registers,
                     hook_cap != hmha::cuda_hooks::kKeepHalideCap ? (max_registers ? "" : " (none: the driver chooses)")
                                                                  : " (Halide's)");

@@ -1,8 +1,9 @@
 // Two things Halide 21's CUDA runtime does that our kernels need done
-// differently, changed where it calls the driver. Halide looks up every CUDA
-// driver entry point through its library-symbol hook
-// (halide_set_custom_get_library_symbol); install() chains a getter onto it
-// that hands Halide a wrapper for two of them and the driver's own for the rest:
+// differently, changed where it calls the driver, and a record of what the
+// driver made of each kernel. Halide looks up every CUDA driver entry point
+// through its library-symbol hook (halide_set_custom_get_library_symbol);
+// install() chains a getter onto it that hands Halide a wrapper for three of
+// them and the driver's own for the rest:
 //
 // - Shared memory over 48 KiB a block (cuLaunchKernel -> launch). A CUDA
 //   kernel may use more dynamic shared memory than 48 KiB only after
@@ -250,6 +251,15 @@ inline void *get_symbol(void *lib, const char *name) {
                            lib, name);
 }
 
+// The cap the driver's JIT compiles under: the hook's (0: none), else
+// Halide 21's own, $HL_CUDA_JIT_MAX_REGISTERS or 64.
+inline int jit_max_registers() {
+    const int cap = state().max_registers.load();
+    if (cap != kKeepHalideCap) return cap;
+    const char *hl = std::getenv("HL_CUDA_JIT_MAX_REGISTERS");
+    return hl ? std::atoi(hl) : 64;
+}
+
 // The register cap install() applies: HMHA_CUDA_MAX_REGISTERS, else the build's.
 inline int configured_max_registers() {
     std::string error;
@@ -258,9 +268,9 @@ inline int configured_max_registers() {
     return env != kKeepHalideCap ? env : HMHA_CUDA_JIT_MAX_REGISTERS;
 }
 
-// Chains get_symbol onto Halide's symbol getter, once per process, where
-// either hook has something to do; false where neither has (Halide's lookups
-// are left alone).
+// Chains get_symbol onto Halide's symbol getter, once per process, where the
+// opt-in or the register cap has something to do; false where neither has
+// (Halide's lookups are left alone, and no kernel is recorded).
 inline bool install() {
     static const bool installed = [] {
         const char *env = std::getenv("HMHA_CUDA_SHARED_OPT_IN");

@@ -303,12 +303,9 @@ struct Trace {
         // them (cuda_driver_hooks.h), under the register cap in force.
         const std::vector<cuda_hooks::CompiledKernel> compiled = cuda_hooks::compiled_kernels();
         if (!compiled.empty()) {
-            const int cap = cuda_hooks::state().max_registers.load();
+            const int cap = cuda_hooks::jit_max_registers();
             os << "CUDA kernel entries as the driver compiled them, register cap "
-               << (cap == cuda_hooks::kKeepHalideCap ? std::string("Halide's (64 unless HL_CUDA_JIT_MAX_REGISTERS)")
-                   : cap == 0                        ? std::string("none (HMHA_CUDA_MAX_REGISTERS=0)")
-                                                     : std::to_string(cap))
-               << ":\n";
+               << (cap == 0 ? std::string("none") : std::to_string(cap)) << ":\n";
             for (const cuda_hooks::CompiledKernel &k : compiled) {
                 std::snprintf(line, sizeof line, "  %-44s %4d registers %6d bytes local\n", k.entry.c_str(),
                               k.registers, k.local_bytes);
