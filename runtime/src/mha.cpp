@@ -594,7 +594,8 @@ void copy_into_batches(const DeviceViews &dv, HBuf &dense, HBuf &rows, int64_t w
 // chunk of them, sequence_batch_chunk). Chunked, Sequence's scratch stays
 // small for any N: at (256, 128, 128, 256, 4) on 2 cores it measured 162-164
 // ms in 68 MiB, PerHead (which the whole-N bytes chose) 206-265 ms in 66 MiB.
-// On a GPU Auto is Sequence: PerHead there is not yet timed on one.
+// On a GPU Auto is Sequence: PerHead there was 1.55x-6.8x slower on an H100
+// (bench/results/h100-2026-11-27b.md).
 bool use_per_head(Scratch policy, int64_t L, int64_t Sk, int64_t batches, int64_t E, bool gpu) {
     switch (policy) {
         case Scratch::Sequence: return false;

@@ -113,7 +113,8 @@ private:
 // always uses Sequence; so does a GPU for heads wider than its fused sdpa takes,
 // or with GpuAttention::Unfused).
 enum class Scratch {
-    // On a GPU: Sequence (PerHead is not yet timed on one). On the CPU:
+    // On a GPU: Sequence (PerHead is 1.55x-6.8x slower there: H100,
+    // bench/results/h100-2026-11-27b.md). On the CPU:
     // PerHead when Sequence's scratch (of one pass of batch_chunk batches)
     // would exceed kPerHeadAboveBytes (so at L = S = 8192, E = 512, where
     // PerHead keeps the peak within 1.2x of inputs, outputs and parameters),
@@ -144,7 +145,10 @@ enum class Scratch {
     // projection runs in place, copying blocks of rows into Q's scratch (free
     // by then): scratch is (L + 2 * S') * N * width floats, i.e. 3/8 of the
     // output at L = S', E = 512, 8 heads, against Sequence's
-    // 2 * (L + S') * N * E (4x the output). Not yet timed on a GPU.
+    // 2 * (L + S') * N * E (4x the output). On an H100 (2026-11-27) peak
+    // device memory 1.17x of inputs + outputs + parameters at L = S = 8192
+    // (Sequence: 2.78x), at 1.55x Sequence's time there and up to 6.8x at
+    // shorter sequences (many 64-column projections and one-head launches).
     PerHead,
 };
 constexpr int64_t kPerHeadAboveBytes = int64_t(48) << 20;
@@ -161,8 +165,9 @@ enum class GpuAttention {
     Fused,
     // masked_softmax into per-head weights of one query chunk (1024 queries x
     // S' keys x H heads of scratch), then weights @ V: the need_weights
-    // kernels, GEMM-shaped, without the weights output. For measuring against
-    // Fused on a GPU (bench/gpu/compare.py); not yet timed there.
+    // kernels, GEMM-shaped, without the weights output. On an H100
+    // (2026-11-27, bench/gpu/compare.py) 2-27% slower than Fused up to
+    // L = 1024, within 2% of it from 2048 on.
     Unfused,
 };
 const char *to_string(GpuAttention a);
