@@ -163,12 +163,14 @@ def main():
     ours = [v for v in variants if not v.get("autoscheduler")]
     for shape in torch_mha.SHAPES:
         at = [v for v in ours if v["kernel"] == "sdpa" and v["shape"] == list(shape)]
-        mine = [v for v in at if v.get("valid", True)]
+        mine = [v for v in at if v.get("valid", True) and v.get("complete", True)]
         default = next((v["ms"] for v in mine if v["params"] == ""), None)
         best = min(mine, key=lambda v: v["ms"]) if mine else None
         # A record exists only where the variant was right at that shape;
         # "valid": false then means a later check failed (head_dim 128's
-        # shared memory): what a kernel for narrower heads could run.
+        # shared memory): what a kernel for narrower heads could run;
+        # "complete": false, that hmha_gpu_tune's --deadline cut the sweep
+        # before every check had run.
         unbounded = min(at, key=lambda v: v["ms"]) if at else None
         t = torch_sdpa_ms(shape, args.min_time)
         rec = {"impl": "torch F.sdpa (kernel)", "kernel": "sdpa", "shape": list(shape), "ms": t, "ok": True,
@@ -255,7 +257,8 @@ def print_autoscheduler_table(variants, fmt, ratio):
         defaults = next((k for k in valid if k[0] == ""), None)
         shapes = list(dict.fromkeys(tuple(v["shape"]) for v in ours))
         # The winner: valid at every shape, least summed time (hmha_gpu_tune's rule).
-        full = {p: vs for p, vs in valid.items() if len(vs) == len(shapes) and all(v["valid"] for v in vs)}
+        full = {p: vs for p, vs in valid.items()
+                if len(vs) == len(shapes) and all(v["valid"] and v.get("complete", True) for v in vs)}
         winner = min(full, key=lambda p: sum(v["ms"] for v in full[p])) if full else None
         for shape in shapes:
             def at(params):

@@ -5,11 +5,18 @@
 //   hmha_gpu_tune --device cuda|opencl [--out schedules/tuned/cuda.json] [--quick]
 //                 [--verbose] [--shapes N,L,S,E,H[;...]] [--times FILE]
 //                 [--peers with|none|only] [--kernels K[,K...]] [--list-peers]
-//                 [--match TEXT[;TEXT...]]
+//                 [--match TEXT[;TEXT...]] [--deadline SECONDS]
 //
 // --times writes every timed (kernel, shape, variant) as one JSON line (ms: the
 // best round's median; valid: false for a variant that failed a check), for
-// bench/gpu/compare.py.
+// bench/gpu/compare.py, each kernel's lines as soon as its sweep ends.
+//
+// --deadline: seconds from the start after which no further (kernel, shape)
+// starts: a device's time is lent in slices (bench/gpu/run.sh), and a sweep
+// killed by a timeout would leave nothing. A kernel the deadline cut short
+// (a shape, or sdpa's head_dim-128 check, not run) gets no winner in --out;
+// its timed lines stay in --times with "complete": false. The listing and
+// the summary say which kernels were cut, and each kernel's seconds.
 //
 // Every variant's output is checked against the CPU kernel's on the same
 // inputs before it is timed; a variant that fails (a launch the device refuses,
@@ -45,6 +52,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -215,6 +223,8 @@ extern "C" void halide_error(void *, const char *msg) {
 }
 
 int main(int argc, char **argv) {
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed_s = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     std::string family, out_path, times_path;
     bool quick = false, verbose = false;
     std::vector<Shape> shapes;
@@ -222,10 +232,11 @@ int main(int argc, char **argv) {
     std::vector<std::string> only_kernels;
     bool list_peers = false;
     std::vector<std::string> match;
+    double deadline_s = 0;  // 0: none
     auto usage = [] {
         std::fprintf(stderr, "usage: hmha_gpu_tune --device cuda|opencl [--out FILE] [--quick] [--verbose] "
                              "[--shapes N,L,S,E,H;...] [--times FILE] [--peers with|none|only] [--kernels K,...] "
-                             "[--list-peers] [--match TEXT;...]\n");
+                             "[--list-peers] [--match TEXT;...] [--deadline SECONDS]\n");
         return 2;
     };
     for (int i = 1; i < argc; i++) {
@@ -252,6 +263,13 @@ int main(int argc, char **argv) {
             match = split(argv[++i], ';');
         } else if (a == "--list-peers") {
             list_peers = true;
+        } else if (a == "--deadline" && i + 1 < argc) {
+            char *end = nullptr;
+            deadline_s = std::strtod(argv[++i], &end);
+            if (end == argv[i] || *end != '\0' || !(deadline_s > 0) || !std::isfinite(deadline_s)) {
+                std::fprintf(stderr, "hmha_gpu_tune: --deadline: expected seconds > 0, got '%s'\n", argv[i]);
+                return 2;
+            }
         } else if (a == "--shapes" && i + 1 < argc) {
             if (!hmha_tune::parse_shapes("hmha_gpu_tune", argv[++i], shapes)) return 2;
         } else {
@@ -327,12 +345,14 @@ int main(int argc, char **argv) {
         json += "  \"jit_max_registers\": " + std::to_string(hook_cap) + ",\n";
     }
     json += "  \"kernels\": {\n";
-    std::string times;
+    std::vector<std::string> winners;  // "kernel": {params} of each kernel swept whole
+    std::ofstream times_file;
+    if (!times_path.empty()) times_file.open(times_path);
     std::string table;
     int failures = 0;
-    for (size_t ki = 0; ki < order.size(); ki++) {
-        const std::string &kernel = order[ki];
+    for (const std::string &kernel : order) {
         const auto &variants = by_kernel[kernel];
+        const double kernel_start = elapsed_s();
         const bool uses_weights = per_round(kernel);
         std::vector<double> sum(variants.size(), 0.0);
         std::vector<std::vector<std::string>> timed_at(variants.size());  // --times records, per variant
@@ -355,7 +375,10 @@ int main(int argc, char **argv) {
             runs.push_back({s, true});
         }
         if (kernel == "sdpa") runs.push_back({Shape{1, 64, 64, 1024, 8}, false});
+        size_t runs_done = 0;
+        auto past_deadline = [&] { return deadline_s > 0 && elapsed_s() >= deadline_s; };
         for (const auto &[s, timed] : runs) {
+            if (past_deadline()) break;
             Inputs in(s, rng);
             Buf ref = output_for(kernel, in);
             if (call(kernel, cpu_kernel(kernel), in, ref) != 0) {
@@ -369,9 +392,12 @@ int main(int argc, char **argv) {
                 return 1;
             }
             std::vector<Buf> outs;
+            bool cut = false;  // by the deadline, before every variant was checked (CUDA: JIT-compiled) here
             for (size_t i = 0; i < variants.size(); i++) {
                 outs.push_back(output_for(kernel, in));
                 if (!why[i].empty() || !runs_at(*variants[i], s)) continue;
+                cut = past_deadline();
+                if (cut) break;
                 last_error.clear();
                 const size_t known = hmha::cuda_hooks::compiled_kernels().size();
                 int st = call(kernel, variants[i]->fn, in, outs[i]);
@@ -391,6 +417,8 @@ int main(int argc, char **argv) {
                     why[i] = "differs from the CPU kernel at " + s.name() + " (max rel diff " + std::to_string(d) + ")";
                 }
             }
+            if (cut) break;
+            runs_done++;
             if (!timed) continue;
             std::vector<double> best(variants.size(), 1e30);
             for (int round = 0; round < 3; round++) {
@@ -439,12 +467,18 @@ int main(int argc, char **argv) {
             }
         }
         // A variant that failed a later check (head_dim 128) is marked: it can never win.
+        const bool complete = runs_done == runs.size();
         for (size_t i = 0; i < variants.size(); i++) {
             for (const std::string &rec : timed_at[i]) {
-                times += "{\"device\": \"" + family + "\", " + rec + ", \"valid\": " +
-                         (why[i].empty() ? "true" : "false") + "}\n";
+                times_file << "{\"device\": \"" << family << "\", " << rec
+                           << ", \"valid\": " << (why[i].empty() ? "true" : "false")
+                           << (complete ? "" : ", \"complete\": false") << "}\n";
             }
         }
+        times_file.flush();
+        char line[512];
+        std::printf("%s: %zu variants, %zu of %zu runs, %.1f s\n", kernel.c_str(), variants.size(), runs_done,
+                    runs.size(), elapsed_s() - kernel_start);
         size_t w = variants.size();
         for (size_t i = 0; i < variants.size(); i++) {
             if (!why[i].empty()) {
@@ -454,8 +488,13 @@ int main(int argc, char **argv) {
             }
             if (variants[i]->autoscheduler == nullptr && (w == variants.size() || sum[i] < sum[w])) w = i;
         }
-        json += "    \"" + kernel + "\": {";
-        char line[512];
+        if (!complete) {
+            std::snprintf(line, sizeof(line), "%-15s cut by --deadline %g s after %zu of %zu runs: no winner\n",
+                          kernel.c_str(), deadline_s, runs_done, runs.size());
+            table += line;
+            continue;
+        }
+        std::string winner = "    \"" + kernel + "\": {";
         if (w == variants.size()) {
             std::snprintf(line, sizeof(line), "%-15s no variant ran\n", kernel.c_str());
         } else {
@@ -463,7 +502,7 @@ int main(int argc, char **argv) {
             for (const auto &kv : split(variants[w]->params, ' ')) {
                 auto eq = kv.find('=');
                 if (eq == std::string::npos) continue;
-                json += std::string(first ? "" : ", ") + "\"" + kv.substr(0, eq) + "\": " + kv.substr(eq + 1);
+                winner += std::string(first ? "" : ", ") + "\"" + kv.substr(0, eq) + "\": " + kv.substr(eq + 1);
                 first = false;
             }
             std::snprintf(line, sizeof(line), "%-15s %-55s %9.3f ms (defaults %s)\n", kernel.c_str(),
@@ -486,12 +525,12 @@ int main(int argc, char **argv) {
             std::snprintf(line, sizeof(line), "%-15s %-55s %s\n", "", label(*variants[i]).c_str(), what.c_str());
             table += line;
         }
-        json += std::string("}") + (ki + 1 < order.size() ? "," : "") + "\n";
+        winners.push_back(winner + "}");
     }
+    for (size_t i = 0; i < winners.size(); i++) json += winners[i] + (i + 1 < winners.size() ? ",\n" : "\n");
     json += "  }\n}\n";
     std::printf("device %s; each kernel's time summed over its shapes\n%s", family.c_str(), table.c_str());
     std::ofstream(out_path) << json;
-    if (!times_path.empty()) std::ofstream(times_path) << times;
     std::printf("wrote %s\n", out_path.c_str());
     return failures ? 1 : 0;
 }

@@ -23,6 +23,13 @@
 #   timeline-*.txt     (HMHA_GPU_TIMELINE=1) Nsight Systems' API and kernel
 #                      summaries of the forward at (4, 512, 512, 512, 8)
 # Exits non-zero if the CUDA tests failed or were skipped (no GPU found).
+# Time: the whole run keeps within HMHA_GPU_BUDGET_S seconds (default 540:
+# the device tool runs a command for at most 600), keeping
+# HMHA_GPU_COMPARE_S (default 150) for the table: each step's timeout is cut
+# to what is left, a step with nothing left is skipped (the logs say so), and
+# each sweep gets an equal share of the time before the table as
+# hmha_gpu_tune --deadline (a kernel it cuts short gets no winner; its times
+# stay in gpu-times.jsonl).
 # HMHA_GPU_CAPS="64 0" sweeps once per CUDA JIT register cap (see the sweep);
 # the table always has a column at HMHA_GPU_ALT_REGISTERS (default 0: no cap).
 # HMHA_GPU_RUN=compare skips the tests and the sweep (a re-run of the table),
@@ -47,11 +54,23 @@ cd "$root"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,memory.total --format=csv
 } > "$out/machine.txt" 2>&1
 
+budget=${HMHA_GPU_BUDGET_S:-540}
+compare_s=${HMHA_GPU_COMPARE_S:-150}
+# Seconds a step wanting $1 may take, keeping $2 of the budget for later
+# steps: $1, or what is left if that is less, and at least 1 (timeout 0
+# would mean none).
+step_s() {
+    local left=$((budget - SECONDS - ${2:-0}))
+    left=$((left < $1 ? left : $1))
+    echo $((left < 1 ? 1 : left))
+}
+skipped() { echo "skipped: $1 (${SECONDS} s of the ${budget} s budget gone; HMHA_GPU_BUDGET_S)"; }
+
 cuda_rc=0
 run=${HMHA_GPU_RUN:-all}  # all, compare (no tests, no sweep) or final (no sweep)
 if [ "$run" != compare ]; then
-    timeout 150 "$bundle/hmha_tests" --hmha-device=cuda "[reference],[golden],[semantics],[device]" \
-        > "$out/tests-cuda.log" 2>&1
+    timeout "$(step_s 150 "$compare_s")" "$bundle/hmha_tests" --hmha-device=cuda \
+        "[reference],[golden],[semantics],[device]" > "$out/tests-cuda.log" 2>&1
     cuda_rc=$?
     echo "exit code $cuda_rc" >> "$out/tests-cuda.log"
     tail -3 "$out/tests-cuda.log"
@@ -60,7 +79,7 @@ if [ "$run" != compare ]; then
     # run again without it, and where that passes the rest of the run goes
     # without it too (the logs say which).
     if [ "$cuda_rc" != 0 ]; then
-        HMHA_CUDA_SHARED_OPT_IN=0 timeout 150 "$bundle/hmha_tests" --hmha-device=cuda \
+        HMHA_CUDA_SHARED_OPT_IN=0 timeout "$(step_s 150 "$compare_s")" "$bundle/hmha_tests" --hmha-device=cuda \
             "[reference],[golden],[semantics],[device]" > "$out/tests-cuda-no-opt-in.log" 2>&1
         rc=$?
         echo "exit code $rc" >> "$out/tests-cuda-no-opt-in.log"
@@ -74,17 +93,19 @@ if [ "$run" != compare ]; then
     # each entry's registers and local bytes as the driver compiled them.
     for cap in "" 0 128; do
         echo "== register cap ${cap:-as built (Halide 21: 64)}" >> "$out/caps.log"
-        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} ${cap:+HMHA_EXPECT_MAX_REGISTERS=$cap} timeout 60 \
+        t=$(step_s 60 $((compare_s + 120)))  # and two minutes for a sweep
+        if [ "$t" -le 10 ]; then skipped "the caps check" >> "$out/caps.log"; break; fi
+        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} ${cap:+HMHA_EXPECT_MAX_REGISTERS=$cap} timeout "$t" \
             "$bundle/hmha_tests" --hmha-device=cuda \
             "CUDA driver hooks: a forward's kernels, as the driver compiled them, keep to the register cap" \
             >> "$out/caps.log" 2>&1
         echo "check: exit code $?" >> "$out/caps.log"
         for nw in "" --need-weights; do
-            env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} HMHA_TRACE_KERNELS=1 timeout 60 "$bundle/hmha_bench" --case ours \
+            env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} HMHA_TRACE_KERNELS=1 timeout "$t" "$bundle/hmha_bench" --case ours \
                 --hmha-device=cuda --shape 4,512,512,512,8 $nw --min-time 0 --min-reps 20 >> "$out/caps.log" 2>&1
         done
     done
-    grep -E "^== |^check|registers|\"ms\"" "$out/caps.log" | cut -c1-160
+    grep -E "^== |^check|^skipped|registers|\"ms\"" "$out/caps.log" | cut -c1-160
 fi
 if [ "$run" = all ]; then
     shapes="4,512,512,512,8;1,2048,2048,1024,16;1,4096,4096,512,8;32,128,128,256,4"
@@ -99,13 +120,21 @@ if [ "$run" = all ]; then
     read -r -a caps <<< "${HMHA_GPU_CAPS:-}"
     [ ${#caps[@]} = 0 ] && caps=("")
     : > "$out/gpu-times.jsonl"
-    for cap in "${caps[@]}"; do
+    peers_s=0
+    [ "${HMHA_GPU_PEERS:-1}" = 0 ] || peers_s=60
+    for n in "${!caps[@]}"; do
+        cap=${caps[$n]}
         sfx=${cap:+-regs$cap}
-        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} timeout 300 "$bundle/hmha_gpu_tune" --device cuda --verbose --shapes "$shapes" \
-            --out "$out/cuda$sfx.json" --peers none --times "$out/gpu-times$sfx.jsonl" "${sweep[@]}" \
-            > "$out/gpu-tune$sfx.log" 2>&1
+        # An equal share of what is left before the peers and the table.
+        share=$(( (budget - SECONDS - compare_s - peers_s) / (${#caps[@]} - n) ))
+        if [ "$share" -lt 30 ]; then skipped "the sweep${cap:+ at register cap $cap}" | tee "$out/gpu-tune$sfx.log"; continue; fi
+        # --deadline stops it starting a kernel's shape or variant past its
+        # share; the timeout is for a variant that hangs.
+        env ${cap:+HMHA_CUDA_MAX_REGISTERS=$cap} timeout $((share + 30)) "$bundle/hmha_gpu_tune" --device cuda --verbose \
+            --shapes "$shapes" --deadline "$share" --out "$out/cuda$sfx.json" --peers none \
+            --times "$out/gpu-times$sfx.jsonl" "${sweep[@]}" > "$out/gpu-tune$sfx.log" 2>&1
         echo "exit code $?" >> "$out/gpu-tune$sfx.log"
-        grep -h "^CUDA JIT register cap" "$out/gpu-tune$sfx.log"
+        grep -h "^CUDA JIT register cap\|variants, .* runs, " "$out/gpu-tune$sfx.log"
         grep -A20 "^device cuda" "$out/gpu-tune$sfx.log"
         [ -n "$sfx" ] && cat "$out/gpu-times$sfx.jsonl" >> "$out/gpu-times.jsonl"
     done
@@ -113,16 +142,18 @@ if [ "$run" = all ]; then
     # faults leaves its process's CUDA context unusable): their records join
     # gpu-times.jsonl, their logs gpu-peers.log.
     [ "${HMHA_GPU_PEERS:-1}" = 0 ] || "$bundle/hmha_gpu_tune" --device cuda --list-peers | while read -r kernel shape; do
-        timeout 60 "$bundle/hmha_gpu_tune" --device cuda --verbose --peers only --kernels "$kernel" --shapes "$shape" \
+        t=$(step_s 60 "$compare_s")
+        if [ "$t" -le 10 ]; then skipped "$kernel $shape" >> "$out/gpu-peers.log"; continue; fi
+        timeout "$t" "$bundle/hmha_gpu_tune" --device cuda --verbose --peers only --kernels "$kernel" --shapes "$shape" \
             --out /tmp/hmha-peer.json --times /tmp/hmha-peer.jsonl >> "$out/gpu-peers.log" 2>&1
         echo "$kernel $shape: exit code $?" >> "$out/gpu-peers.log"
         cat /tmp/hmha-peer.jsonl >> "$out/gpu-times.jsonl" 2>/dev/null
         rm -f /tmp/hmha-peer.jsonl
     done
-    grep -h "^ \{16\}(Anderson2021" "$out/gpu-peers.log"
+    grep -h "^ \{16\}(Anderson2021" "$out/gpu-peers.log" 2>/dev/null
 fi
 
-PYTHONUNBUFFERED=1 timeout 420 python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
+PYTHONUNBUFFERED=1 timeout "$(step_s 420 10)" python3 bench/gpu/compare.py --bench "$bundle/hmha_bench" \
     --times "$out/gpu-times.jsonl" --out "$out" --alt-registers "${HMHA_GPU_ALT_REGISTERS-0}" > "$out/compare.log" 2>&1
 echo "exit code $?" >> "$out/compare.log"
 # The tables (they end with the exit code), or the end of the log if they never came.
