@@ -13,6 +13,9 @@
 #   gpu-tune.log       every GPU kernel variant of the schedule sweep at the
 #   gpu-times.jsonl    issue's shapes, checked and timed (one JSON line each);
 #   gpu-peers.log      the autoscheduled peers' logs (their times join gpu-times.jsonl);
+#   few-rows.log       linear at 1-16 rows (a decode step's projections): the
+#   few-rows.jsonl     untuned defaults (linear_few_rows' params) against the
+#                      split-k variants, which the runtime does not call yet
 #   cuda.json          the winners: copy to schedules/tuned/cuda.json here and
 #                      rebuild (bundle.sh) for the tuned CUDA kernels
 #   compare.log        ours against PyTorch nn.MultiheadAttention and F.sdpa,
@@ -138,6 +141,20 @@ if [ "$run" = all ]; then
         grep -A20 "^device cuda" "$out/gpu-tune$sfx.log"
         [ -n "$sfx" ] && cat "$out/gpu-times$sfx.jsonl" >> "$out/gpu-times.jsonl"
     done
+    # Projections of a few rows (a decode step's query and output), where
+    # linear_few_rows runs each output's k-long chain at memory latency: the
+    # defaults (its params) against the split-k variants, for whether the
+    # runtime should call one (about 10 s; not in the winners).
+    t=$(step_s 40 "$compare_s")
+    if [ "$t" -le 10 ]; then
+        skipped "the few-rows sweep" | tee "$out/few-rows.log"
+    else
+        timeout "$t" "$bundle/hmha_gpu_tune" --device cuda --verbose --peers none --kernels linear --match split_k \
+            --shapes "1,1,128,512,8;4,1,128,512,8;16,1,128,512,8;1,1,128,1024,16;4,1,128,1024,16" \
+            --out /tmp/hmha-few-rows.json --times "$out/few-rows.jsonl" > "$out/few-rows.log" 2>&1
+        echo "exit code $?" >> "$out/few-rows.log"
+        grep -E "^  linear" "$out/few-rows.log" | cut -c1-130
+    fi
     # The autoscheduled peers, each in a process of its own (a kernel that
     # faults leaves its process's CUDA context unusable): their records join
     # gpu-times.jsonl, their logs gpu-peers.log.
