@@ -479,6 +479,7 @@ int main(int argc, char **argv) {
         char line[512];
         std::printf("%s: %zu variants, %zu of %zu runs, %.1f s\n", kernel.c_str(), variants.size(), runs_done,
                     runs.size(), elapsed_s() - kernel_start);
+        std::fflush(stdout);  // a log cut off by a timeout keeps every finished kernel's lines
         size_t w = variants.size();
         for (size_t i = 0; i < variants.size(); i++) {
             if (!why[i].empty()) {
