@@ -115,6 +115,21 @@ if [ "$run" = all ]; then
     sweep=()
     [ -n "${HMHA_GPU_KERNELS:-}" ] && sweep+=(--kernels "$HMHA_GPU_KERNELS")
     [ -n "${HMHA_GPU_MATCH:-}" ] && sweep+=(--match "$HMHA_GPU_MATCH")
+    # Projections of a few rows (a decode step's query and output), where
+    # linear_few_rows runs each output's k-long chain at memory latency: the
+    # defaults (its params) against the split-k variants, for whether the
+    # runtime should call one (about 10 s; not in the winners; before the
+    # sweeps, which share out what is left).
+    t=$(step_s 40 "$compare_s")
+    if [ "$t" -le 10 ]; then
+        skipped "the few-rows sweep" | tee "$out/few-rows.log"
+    else
+        timeout "$t" "$bundle/hmha_gpu_tune" --device cuda --verbose --peers none --kernels linear --match split_k \
+            --shapes "1,1,128,512,8;4,1,128,512,8;16,1,128,512,8;1,1,128,1024,16;4,1,128,1024,16" \
+            --out /tmp/hmha-few-rows.json --times "$out/few-rows.jsonl" > "$out/few-rows.log" 2>&1
+        echo "exit code $?" >> "$out/few-rows.log"
+        grep -E "^  linear" "$out/few-rows.log" | cut -c1-130
+    fi
     # HMHA_GPU_CAPS="64 0": one sweep per CUDA JIT register cap
     # (HMHA_CUDA_MAX_REGISTERS, 0 = none), each into files of its own
     # (cuda-regs64.json, gpu-tune-regs64.log, ...), their times together in
@@ -141,20 +156,6 @@ if [ "$run" = all ]; then
         grep -A20 "^device cuda" "$out/gpu-tune$sfx.log"
         [ -n "$sfx" ] && cat "$out/gpu-times$sfx.jsonl" >> "$out/gpu-times.jsonl"
     done
-    # Projections of a few rows (a decode step's query and output), where
-    # linear_few_rows runs each output's k-long chain at memory latency: the
-    # defaults (its params) against the split-k variants, for whether the
-    # runtime should call one (about 10 s; not in the winners).
-    t=$(step_s 40 "$compare_s")
-    if [ "$t" -le 10 ]; then
-        skipped "the few-rows sweep" | tee "$out/few-rows.log"
-    else
-        timeout "$t" "$bundle/hmha_gpu_tune" --device cuda --verbose --peers none --kernels linear --match split_k \
-            --shapes "1,1,128,512,8;4,1,128,512,8;16,1,128,512,8;1,1,128,1024,16;4,1,128,1024,16" \
-            --out /tmp/hmha-few-rows.json --times "$out/few-rows.jsonl" > "$out/few-rows.log" 2>&1
-        echo "exit code $?" >> "$out/few-rows.log"
-        grep -E "^  linear" "$out/few-rows.log" | cut -c1-130
-    fi
     # The autoscheduled peers, each in a process of its own (a kernel that
     # faults leaves its process's CUDA context unusable): their records join
     # gpu-times.jsonl, their logs gpu-peers.log.
