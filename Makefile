@@ -15,7 +15,7 @@ CMAKE := $(HMHA_VENV)/bin/cmake
 CTEST := $(HMHA_VENV)/bin/ctest
 HALIDE_DIR = $(shell $(HMHA_VENV)/bin/python -c "import halide, os; print(os.path.join(halide.install_dir(), 'lib64', 'cmake', 'Halide'))")
 
-.PHONY: all bootstrap configure build test test-arm64 run bench bench-report bench-report-avx2 tune clean
+.PHONY: all bootstrap configure build test test-arm64 test-sanitize run bench bench-report bench-report-avx2 tune clean
 
 all: build
 
@@ -40,6 +40,21 @@ test-arm64: configure
 	    -DHalideMHA-halide_generators_DIR=$(abspath $(BUILD_DIR))/cmake $(ARM64_CMAKE_ARGS) >/dev/null
 	@$(CMAKE) --build $(ARM64_BUILD_DIR) -j $(JOBS)
 	@cd $(ARM64_BUILD_DIR) && $(CTEST) --output-on-failure -j $(JOBS)
+
+# The runtime, the CLI and the tests built with AddressSanitizer and UBSan
+# (HMHA_SANITIZE; the kernels as generated, for this machine's CPU only),
+# then the CPU suite and the OpenCL suites (PoCL) under them: an invalid
+# access, a leak or undefined behaviour in the runtime fails it.
+SANITIZE_BUILD_DIR ?= build-sanitize
+test-sanitize: bootstrap
+	@$(CMAKE) -S . -B $(SANITIZE_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DCMAKE_MAKE_PROGRAM=$(HMHA_VENV)/bin/ninja -DHalide_DIR=$(HALIDE_DIR) -DHMHA_SANITIZE=address,undefined \
+	    -DHMHA_TARGETS="host;host-opencl" -DHMHA_X86_64_DISPATCH=OFF -DHMHA_BUILD_BENCH=OFF $(CMAKE_ARGS) >/dev/null
+	@$(CMAKE) --build $(SANITIZE_BUILD_DIR) --target hmha_tests hmha_cli -j $(JOBS)
+	@cd $(SANITIZE_BUILD_DIR) && export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 && \
+	    ./tests/hmha_tests "~[device]" && \
+	    ./tests/hmha_tests --hmha-device=opencl "[reference],[golden],[semantics],[device]"
 
 run: build
 	@scripts/demo.sh $(BUILD_DIR)
