@@ -42,14 +42,14 @@ test-arm64: configure
 	@cd $(ARM64_BUILD_DIR) && $(CTEST) --output-on-failure -j $(JOBS)
 
 # The runtime, the CLI and the tests built with AddressSanitizer and UBSan
-# (HMHA_SANITIZE; the kernels as generated, for this machine's CPU only),
+# (HMHA_SANITIZE; the kernels as generated, for this machine's CPU and OpenCL),
 # then the CPU suite and the OpenCL suites (PoCL) under them: an invalid
 # access, a leak or undefined behaviour in the runtime fails it.
 SANITIZE_BUILD_DIR ?= build-sanitize
 test-sanitize: bootstrap
 	@$(CMAKE) -S . -B $(SANITIZE_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DCMAKE_MAKE_PROGRAM=$(HMHA_VENV)/bin/ninja -DHalide_DIR=$(HALIDE_DIR) -DHMHA_SANITIZE=address,undefined \
-	    -DHMHA_TARGETS="host;host-opencl" -DHMHA_X86_64_DISPATCH=OFF -DHMHA_BUILD_BENCH=OFF $(CMAKE_ARGS) >/dev/null
+	    -DHMHA_TARGETS="host;host-opencl" -DHMHA_BUILD_BENCH=OFF $(CMAKE_ARGS) >/dev/null
 	@$(CMAKE) --build $(SANITIZE_BUILD_DIR) --target hmha_tests hmha_cli -j $(JOBS)
 	@cd $(SANITIZE_BUILD_DIR) && export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1 && \
