@@ -114,6 +114,12 @@ def run_torch(impl, ref, min_time):
     return json.loads(buf.getvalue().strip().splitlines()[-1])
 
 
+def checked(rec):
+    """A hmha_gpu_tune --times record whose variant passed every check (valid) and ran them all
+    (complete: its kernel's sweep was not cut by --deadline)."""
+    return rec.get("valid", True) and rec.get("complete", True)
+
+
 def torch_sdpa_ms(shape, min_time):
     n, l, s, e, h = shape
     d = e // h
@@ -163,7 +169,7 @@ def main():
     ours = [v for v in variants if not v.get("autoscheduler")]
     for shape in torch_mha.SHAPES:
         at = [v for v in ours if v["kernel"] == "sdpa" and v["shape"] == list(shape)]
-        mine = [v for v in at if v.get("valid", True) and v.get("complete", True)]
+        mine = [v for v in at if checked(v)]
         default = next((v["ms"] for v in mine if v["params"] == ""), None)
         best = min(mine, key=lambda v: v["ms"]) if mine else None
         # A record exists only where the variant was right at that shape;
@@ -257,8 +263,7 @@ def print_autoscheduler_table(variants, fmt, ratio):
         defaults = next((k for k in valid if k[0] == ""), None)
         shapes = list(dict.fromkeys(tuple(v["shape"]) for v in ours))
         # The winner: valid at every shape, least summed time (hmha_gpu_tune's rule).
-        full = {p: vs for p, vs in valid.items()
-                if len(vs) == len(shapes) and all(v["valid"] and v.get("complete", True) for v in vs)}
+        full = {p: vs for p, vs in valid.items() if len(vs) == len(shapes) and all(checked(v) for v in vs)}
         winner = min(full, key=lambda p: sum(v["ms"] for v in full[p])) if full else None
         for shape in shapes:
             def at(params):
