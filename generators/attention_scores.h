@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cmath>
+#include <string>
 
 #include "Halide.h"
 #include "generators/estimates.h"
@@ -60,13 +61,16 @@ inline Expr max_or_zero(const Expr &m, bool strict) {
 }
 
 // Defines score(j, i, h, n) for keys j in [0, S'), queries i in [0, L).
+// `tag` names the Funcs apart where one pipeline computes scores more than
+// once (sdpa's gpu_two_pass).
 inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, const Func &k, Expr head_dim,
                                           const Func &attn_mask, const Func &attn_mask_bool,
                                           const Func &key_padding, Expr masked_keys, Expr causal,
-                                          Expr scale, Expr has_masks) {
+                                          Expr scale, Expr has_masks, const std::string &tag = "") {
     AttentionScore s;
+    if (!tag.empty()) s = {Func("kt_" + tag), Func("dot_" + tag), Func("score_" + tag), RDom()};
     s.kt(v.j, v.d, v.h, v.n) = k(v.d, v.h, v.j, v.n);
-    s.rd = RDom(0, head_dim, "rd");
+    s.rd = RDom(0, head_dim, tag.empty() ? "rd" : "rd_" + tag);
     s.dot(v.j, v.i, v.h, v.n) = 0.0f;
     s.dot(v.j, v.i, v.h, v.n) += q(s.rd, v.h, v.i, v.n) * s.kt(v.j, s.rd, v.h, v.n);
 

@@ -40,6 +40,8 @@ public:
     GeneratorParam<bool> gpu_split_block_reductions{"gpu_split_block_reductions", false};
     GeneratorParam<bool> gpu_thread_block_reductions{"gpu_thread_block_reductions", false};
     GeneratorParam<bool> gpu_stage_values{"gpu_stage_values", false};  // tiled only: schedules/gpu/sdpa.h
+    // GPU: the row max in a pass of its own, then no online softmax (define_two_pass).
+    GeneratorParam<bool> gpu_two_pass{"gpu_two_pass", false};
     // A guard-free kernel for this head_dim (0: none): schedules/gpu/sdpa.h.
     GeneratorParam<int> gpu_head_dim{"gpu_head_dim", 64, 0, 1024};
     // CPU only: k arrives transposed, k(j, d, h, n), with at least the keys
@@ -93,6 +95,10 @@ public:
         if (gpu) {
             qc = Func("qc");
             qc(v_.d, v_.h, v_.i, v_.n) = q(v_.d, v_.h, clamp(v_.i, 0, q.dim(2).extent() - 1), v_.n);
+        }
+        if (gpu && gpu_two_pass) {
+            define_two_pass(qc, kc, vc, head_dim, keys);
+            return;
         }
         sc = define_masked_score(v_, qc, kc, head_dim, attn_mask, attn_mask_bool, key_padding,
                                  masked_keys, causal, scale, has_masks);
@@ -179,6 +185,88 @@ public:
     }
 
 private:
+    // gpu_two_pass (GPU only): each query's row max of the scores in a pass
+    // over the keys of its own, then exp(score - max) and its products with V
+    // summed over the keys in a second. Two plain reductions instead of the
+    // online softmax's (max, sum, accumulator) state, rescaled at every key
+    // block and replicated per head dim: one thread a query can keep its
+    // query, its max and its head_dim + 1 sums (the last is the row sum, the
+    // weight of a "value" of 1) in registers (schedule_sdpa_two_pass). The
+    // scores are computed twice. Two copies of both passes: `fixed` at
+    // head_dim = gpu_head_dim (every loop over head dims unrolled) where the
+    // strides allow vector loads, `any` at every other head_dim (up to
+    // gpu_max_head_dim); out picks one, and a specialization on the same
+    // condition leaves the other out of its branch (in the other branch its
+    // loops over keys have no iterations).
+    void define_two_pass(Func qc, Func kc, Func vc, Expr head_dim, Expr keys) {
+        const int hd_fixed = gpu_head_dim;
+        if (hd_fixed % 4 != 0) throw std::invalid_argument("sdpa: gpu_two_pass needs gpu_head_dim a multiple of 4");
+        Expr aligned = Internal::const_true();
+        for (const auto *b : {&q, &k, &v}) {
+            for (int dim = 1; dim < 4; dim++) aligned = aligned && b->dim(dim).stride() % 4 == 0;
+        }
+        Expr use_fixed = hd_fixed > 0 ? (head_dim == hd_fixed && aligned) : Internal::const_false();
+        const bool strict = strict_inf_math(get_target());
+        Expr inf = Expr(std::numeric_limits<float>::infinity());
+        std::vector<schedules::gpu::TwoPassFuncs> chains;
+        for (int fixed : {hd_fixed, 0}) {
+            if (fixed == 0 && hd_fixed == 0) continue;
+            schedules::gpu::TwoPassFuncs t;
+            t.fixed_head_dim = fixed;
+            const std::string tag = fixed ? "fixed" : "any";
+            Expr hd = fixed ? Expr(fixed) : head_dim;
+            Expr live = fixed ? use_fixed : !use_fixed;
+            // q, k and v through Funcs of their own, which a schedule may stage
+            // in registers; clamped, so that the fixed copy reads in bounds
+            // where it does not run.
+            t.q(v_.d, v_.h, v_.i, v_.n) = qc(min(v_.d, head_dim - 1), v_.h, v_.i, v_.n);
+            t.k_max(v_.d, v_.h, v_.j, v_.n) = kc(min(v_.d, head_dim - 1), v_.h, v_.j, v_.n);
+            t.k_sum(v_.d, v_.h, v_.j, v_.n) = kc(min(v_.d, head_dim - 1), v_.h, v_.j, v_.n);
+            t.v(v_.d, v_.h, v_.j, v_.n) = vc(min(v_.d, head_dim - 1), v_.h, v_.j, v_.n);
+            t.sc_max = define_masked_score(v_, t.q, t.k_max, hd, attn_mask, attn_mask_bool, key_padding, masked_keys,
+                                           causal, scale, has_masks, tag + "_max");
+            t.sc_sum = define_masked_score(v_, t.q, t.k_sum, hd, attn_mask, attn_mask_bool, key_padding, masked_keys,
+                                           causal, scale, has_masks, tag + "_sum");
+            t.rk_max = RDom(0, select(live, keys, 0), "rk_" + tag + "_max");
+            t.rk_sum = RDom(0, select(live, keys, 0), "rk_" + tag + "_sum");
+            t.row_max(v_.i, v_.h, v_.n) = -inf;
+            t.row_max(v_.i, v_.h, v_.n) = max(t.row_max(v_.i, v_.h, v_.n), t.sc_max.score(t.rk_max, v_.i, v_.h, v_.n));
+            Expr m = max_or_zero(t.row_max(v_.i, v_.h, v_.n), strict);
+            t.e(v_.j, v_.i, v_.h, v_.n) = exp(t.sc_sum.score(v_.j, v_.i, v_.h, v_.n) - m);
+            // acc(d) for d < hd: sum_j e_j v_j(d); acc(hd): sum_j e_j.
+            t.acc(v_.d, v_.i, v_.h, v_.n) = 0.0f;
+            t.acc(v_.d, v_.i, v_.h, v_.n) +=
+                t.e(t.rk_sum, v_.i, v_.h, v_.n) * select(v_.d < hd, t.v(min(v_.d, hd - 1), v_.h, t.rk_sum, v_.n), 1.0f);
+            chains.push_back(t);
+        }
+        auto result = [&](const schedules::gpu::TwoPassFuncs &t, Expr d) {
+            Expr hd = t.fixed_head_dim ? Expr(t.fixed_head_dim) : head_dim;
+            Func acc = t.acc;
+            Expr l = acc(hd, v_.i, v_.h, v_.n);
+            return inf_safe(select(l > 0.0f, acc(d, v_.i, v_.h, v_.n) / l, 0.0f), strict);
+        };
+        if (chains.size() == 1) {
+            out(v_.d, v_.h, v_.i, v_.n) = result(chains[0], v_.d);
+        } else {
+            // The fixed copy is read at d < gpu_head_dim only, which its registers hold.
+            out(v_.d, v_.h, v_.i, v_.n) =
+                select(use_fixed, result(chains[0], min(v_.d, hd_fixed - 1)), result(chains[1], v_.d));
+        }
+        if (hd_fixed > 0) {
+            // Aligned vector loads of q, k and v in the fixed copy, and its
+            // registers indexed from head dim 0 (the runtime's views all
+            // start there).
+            for (auto *b : {&q, &k, &v}) b->set_host_alignment(16).dim(0).set_min(0);
+            // out as wide as q's head dims (the runtime's always is), so that
+            // in the fixed branch every loop over head dims has a constant extent.
+            out.dim(0).set_min(0).set_extent(q.dim(0).extent());
+        }
+        add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim, "exceeds gpu_max_head_dim",
+                        (int)gpu_max_head_dim);
+        schedules::gpu::schedule_sdpa_two_pass(out, v_, chains, gpu_query_block, gpu_unroll, gpu_max_head_dim,
+                                               use_fixed);
+    }
+
     ScoreVars v_;
     Var kb{"kb"}, jj{"jj"};
     AttentionScore sc;

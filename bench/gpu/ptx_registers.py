@@ -22,6 +22,10 @@ With nvdisasm (on PATH or --nvdisasm; the CUDA toolkit's, or PyPI's
 nvidia-cuda-nvdisasm wheel), each cell also counts the local-memory loads and
 stores (LDL / STL in the SASS) inside the entry's loops that do
 multiply-adds (FFMA), where a spill costs on every iteration: "in loops".
+--loops adds, per entry, what one iteration of each innermost loop that does
+multiply-adds issues (instructions, FFMA, loads and stores by kind, barriers)
+at the last cap of --caps: the instruction mix of a kernel's hot loops.
+--match keeps the sweep points whose params contain one of its strings.
 """
 import argparse
 import concurrent.futures
@@ -102,6 +106,43 @@ def loop_local_ops(sass):
     return counts
 
 
+LOOP_COUNTS = [("FFMA", r"\bFFMA\b"), ("LDG.128", r"\bLDG\S*\.128\b"), ("other LDG", r"\bLDG\b(?!\S*\.128)"),
+               ("LDS", r"\bLDS\b"), ("STS", r"\bSTS\b"), ("BAR", r"\bBAR\b"), ("LDL+STL", r"\b(LDL|STL)\b")]
+
+
+def fma_loops(sass):
+    """{entry: [(instructions, {kind: count}) per innermost loop that holds FFMAs]} of nvdisasm's output."""
+    entry, labels, insts = None, {}, []
+    for line in sass.splitlines():
+        m = re.match(r"^(\w+):$", line)
+        if m:
+            entry = m.group(1)
+            continue
+        m = re.match(r"^(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(insts)
+            continue
+        m = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*?)\s*;", line)
+        if m and entry:
+            insts.append((entry, m.group(1)))
+    loops = []
+    for end, (entry, text) in enumerate(insts):
+        m = re.search(r"\bBRA\b.*`\((\.L_x_\d+)\)", text)
+        start = labels.get(m.group(1)) if m else None
+        if start is not None and start <= end:
+            loops.append((entry, start, end))
+    out = {}
+    for entry, start, end in loops:
+        body = [insts[i][1] for i in range(start, end + 1)]
+        if not any(re.search(r"\bFFMA\b", t) for t in body):
+            continue
+        if any(s2 >= start and e2 <= end and (s2, e2) != (start, end) for _, s2, e2 in loops):
+            continue  # not innermost
+        counts = {k: sum(1 for t in body if re.search(pat, t)) for k, pat in LOOP_COUNTS}
+        out.setdefault(entry, []).append((len(body), counts))
+    return out
+
+
 def ptxas_usage(ptx_path, gpu, cap, nvdisasm=None):
     """{entry: (registers, spill store bytes, spill load bytes[, LDL + STL in FMA loops])}
     at a register cap (None: uncapped)."""
@@ -126,11 +167,13 @@ def ptxas_usage(ptx_path, gpu, cap, nvdisasm=None):
         if m and entry:
             usage[entry] = (int(m.group(1)),) + spills
             entry, spills = None, (0, 0)
+    loops = {}
     if nvdisasm:
         sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout
         in_loops = loop_local_ops(sass)
         usage = {e: u + (in_loops.get(e, 0),) for e, u in usage.items()}
-    return usage
+        loops = fma_loops(sass)
+    return usage, loops
 
 
 def analyse(generators, kernel, point, target, gpu, caps, nvdisasm=None):
@@ -145,9 +188,11 @@ def analyse(generators, kernel, point, target, gpu, caps, nvdisasm=None):
         ptx = os.path.join(tmp, "k.ptx")
         with open(ptx, "w") as f:
             f.write(embedded_ptx(os.path.join(tmp, "k.o")))
-        per_cap = {cap: ptxas_usage(ptx, gpu, cap, nvdisasm) for cap in caps}
+        per_cap, loops = {}, {}
+        for cap in caps:
+            per_cap[cap], loops = ptxas_usage(ptx, gpu, cap, nvdisasm)
     entries = sorted(set().union(*[u.keys() for u in per_cap.values()]))
-    return {"entries": {e: {cap: per_cap[cap].get(e) for cap in caps} for e in entries}}
+    return {"entries": {e: {cap: per_cap[cap].get(e) for cap in caps} for e in entries}, "loops": loops}
 
 
 def main():
@@ -159,9 +204,14 @@ def main():
     ap.add_argument("--caps", default="64,0", help="register caps to compile at, 0 = uncapped")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", help="also write the results as JSON lines here")
+    ap.add_argument("--match", default="", help="comma-separated: keep the sweep points whose params contain one")
+    ap.add_argument("--loops", action="store_true",
+                    help="also list each entry's innermost multiply-add loops' instruction mix (needs nvdisasm)")
     ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm"),
                     help="nvdisasm, to count local loads / stores in FMA loops (default: on PATH; none: skip)")
     args = ap.parse_args()
+    if args.loops and not args.nvdisasm:
+        sys.exit("ptx_registers: --loops needs nvdisasm (--nvdisasm PATH)")
 
     generators = os.path.join(args.build, "hmha_generators")
     if not os.path.exists(generators):
@@ -176,6 +226,9 @@ def main():
         pts = list(sweep.get(kernel, []))
         if kernel in tuned and tuned[kernel] not in pts:
             pts.append(tuned[kernel])
+        matches = [m for m in args.match.split(",") if m]
+        if matches:
+            pts = [p for p in pts if any(m in p for m in matches) or p == tuned.get(kernel)]
         jobs += [(kernel, p) for p in pts]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -219,6 +272,19 @@ def main():
                     spills = " **spills**" if u is not None and u[1] else ""
                     cells.append("-" if u is None else f"{u[0]}, {u[1]}/{u[2]}{loops}{spills}")
                 print(f"| {label if n == 0 else ''} | {n} | " + " | ".join(cells) + " |")
+        if args.loops:
+            print(f"\n{kernel}: each innermost loop that does multiply-adds, one iteration (cap {cap_name(caps[-1])}):\n")
+            print("| params | entry | instructions | " + " | ".join(k for k, _ in LOOP_COUNTS) + " |")
+            print("|---|---|---:|" + "---:|" * len(LOOP_COUNTS))
+            for (k, p), r in zip(jobs, results):
+                if k != kernel or "error" in r:
+                    continue
+                label = (p.replace(":", " ") or "(defaults)") + (" *" if tuned.get(kernel) == p else "")
+                names = list(r["entries"])
+                for entry, found in r["loops"].items():
+                    n = names.index(entry) if entry in names else entry
+                    for size, counts in found:
+                        print(f"| {label} | {n} | {size} | " + " | ".join(str(counts[c]) for c, _ in LOOP_COUNTS) + " |")
     if out_json:
         out_json.close()
 

@@ -329,6 +329,91 @@ inline void schedule_sdpa_loops(SdpaFuncs f, const ScoreVars &v, Halide::Var kb,
     f.block_pv.update().split(v.d, dO, di, td, guard).reorder(dO, di, rj.x, v.i).gpu_threads(di, v.i);
 }
 
+// gpu_two_pass (generators/sdpa.cpp, define_two_pass): one copy of the two
+// passes, at a fixed head_dim or at any.
+struct TwoPassFuncs {
+    int fixed_head_dim = 0;  // 0: any head_dim
+    Halide::Func q{"q_in"}, k_max{"k_max"}, k_sum{"k_sum"}, v{"v_in"};
+    AttentionScore sc_max, sc_sum;
+    Halide::RDom rk_max, rk_sum;
+    Halide::Func row_max{"row_max"}, e{"e"}, acc{"acc"};
+};
+
+// gpu_two_pass: a block of query_block threads per (query block, head,
+// batch), one query a thread, which first loops over the keys for its row
+// max and then again for its sums, `unroll` keys a step. No shared memory
+// and no barrier: the keys and values a warp reads are the same for all its
+// threads (one broadcast load serves the warp), and a thread's query, row max
+// and sums stay in its registers from the first key to the last. In the
+// fixed copy (head_dim = gpu_head_dim, use_fixed) every loop over head dims is
+// unrolled and q, k and v are loaded as float4: in ptxas for sm_90, 167-186
+// registers (1-4 keys a step) and no local memory, a key 65 + 138 FFMA and
+// 16 + 32 LDG.128 in the two passes (bench/results/ptx-two-pass-sdpa-2026-11-28.md).
+// The other copy keeps its sums in local memory, max_head_dim + 1 a
+// thread, for other head dims.
+inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const std::vector<TwoPassFuncs> &chains,
+                                   int query_block, int unroll, int max_head_dim, Halide::Expr use_fixed) {
+    using namespace Halide;
+    const TailStrategy guard = TailStrategy::GuardWithIf;
+    Var io("io"), ii("ii");
+    out.split(v.i, io, ii, query_block, guard).reorder(v.d, ii, v.h, io, v.n).gpu_blocks(io, v.h, v.n).gpu_threads(ii);
+    for (const TwoPassFuncs &t : chains) {
+        const int hd = t.fixed_head_dim;
+        Func row_max = t.row_max, acc = t.acc;
+        row_max.compute_at(out, ii).store_in(MemoryType::Register);
+        acc.compute_at(out, ii);
+        if (hd == 0) {
+            acc.store_in(MemoryType::Stack).bound_storage(v.d, max_head_dim + 1);
+            acc.update().reorder(v.d, t.rk_sum);
+            for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
+                Func dot = sc->dot;
+                dot.compute_at(sc == &t.sc_max ? row_max : acc, sc == &t.sc_max ? t.rk_max.x : t.rk_sum.x)
+                    .store_in(MemoryType::Register);
+            }
+            Func(t.e).compute_at(acc, t.rk_sum.x).store_in(MemoryType::Register);
+            continue;
+        }
+        // Every loop over head dims and over a step's keys unrolled, so that
+        // every index into the registers is a constant.
+        acc.store_in(MemoryType::Register).bound_extent(v.d, hd + 1).unroll(v.d);
+        acc.update().reorder(v.d, t.rk_sum).unroll(v.d).unroll(t.rk_sum.x, unroll, guard);
+        row_max.update().unroll(t.rk_max.x, unroll, guard);
+        Func q = t.q;
+        q.compute_at(out, ii).store_in(MemoryType::Register).bound_extent(v.d, hd).vectorize(v.d, 4).unroll(v.d);
+        for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
+            const bool first = sc == &t.sc_max;
+            Func consumer = first ? row_max : acc;
+            RVar at = first ? t.rk_max.x : t.rk_sum.x;
+            Func dot = sc->dot, keys = first ? t.k_max : t.k_sum;
+            dot.compute_at(consumer, at).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
+            dot.update().reorder(v.j, sc->rd.x).unroll(v.j).unroll(sc->rd.x);
+            keys.compute_at(consumer, at)
+                .store_in(MemoryType::Register)
+                .bound_extent(v.d, hd)
+                .bound_extent(v.j, unroll)
+                .vectorize(v.d, 4)
+                .unroll(v.d)
+                .unroll(v.j);
+        }
+        Func(t.e).compute_at(acc, t.rk_sum.x).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
+        Func vals = t.v;
+        vals.compute_at(acc, t.rk_sum.x)
+            .store_in(MemoryType::Register)
+            .bound_extent(v.d, hd)
+            .bound_extent(v.j, unroll)
+            .vectorize(v.d, 4)
+            .unroll(v.d)
+            .unroll(v.j);
+    }
+    if (chains.size() > 1 || chains[0].fixed_head_dim > 0) {
+        // After the schedule so far (specialize copies it): the fixed copy's
+        // branch, with out's loop over head dims unrolled too (out is as wide
+        // as q's head dims). In the other branch use_fixed is known false, so
+        // the fixed copy drops out of it.
+        out.specialize(use_fixed).unroll(v.d);
+    }
+}
+
 // head_dim: q's (the dot products' extent); has_masks: the kernel's input.
 inline void schedule_sdpa(SdpaFuncs f, const ScoreVars &v, Halide::Var kb, Halide::Var jj, Halide::RDom rj,
                           Halide::RDom rb, const SdpaParams &prm, Halide::Expr head_dim, Halide::Expr has_masks) {
