@@ -74,44 +74,8 @@ def embedded_ptx(obj_path):
     return data[start:end].decode()
 
 
-def loop_local_ops(sass):
-    """{entry: LDL + STL instructions inside loops that hold FFMAs} of nvdisasm's output."""
-    entry, labels, insts = None, {}, []
-    for line in sass.splitlines():
-        m = re.match(r"^(\w+):$", line)
-        if m:
-            entry = m.group(1)
-            continue
-        m = re.match(r"^(\.L_x_\d+):", line)
-        if m:
-            labels[m.group(1)] = len(insts)
-            continue
-        m = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*?)\s*;", line)
-        if m and entry:
-            insts.append((entry, m.group(1)))
-    inside = set()
-    for end, (entry, text) in enumerate(insts):
-        m = re.search(r"\bBRA\b.*`\((\.L_x_\d+)\)", text)
-        start = labels.get(m.group(1)) if m else None
-        if start is None or start > end:
-            continue
-        body = range(start, end + 1)  # a backward branch closes a loop
-        if any(re.search(r"\bFFMA\b", insts[i][1]) for i in body):
-            inside.update(body)
-    counts = {}
-    for i in inside:
-        entry, text = insts[i]
-        if re.search(r"\b(LDL|STL)\b", text):
-            counts[entry] = counts.get(entry, 0) + 1
-    return counts
-
-
-LOOP_COUNTS = [("FFMA", r"\bFFMA\b"), ("LDG.128", r"\bLDG\S*\.128\b"), ("other LDG", r"\bLDG\b(?!\S*\.128)"),
-               ("LDS", r"\bLDS\b"), ("STS", r"\bSTS\b"), ("BAR", r"\bBAR\b"), ("LDL+STL", r"\b(LDL|STL)\b")]
-
-
-def fma_loops(sass):
-    """{entry: [(instructions, {kind: count}) per innermost loop that holds FFMAs]} of nvdisasm's output."""
+def sass_loops(sass):
+    """nvdisasm's output as ([(entry, instruction text)], [(entry, first, last) index of each loop])."""
     entry, labels, insts = None, {}, []
     for line in sass.splitlines():
         m = re.match(r"^(\w+):$", line)
@@ -130,7 +94,33 @@ def fma_loops(sass):
         m = re.search(r"\bBRA\b.*`\((\.L_x_\d+)\)", text)
         start = labels.get(m.group(1)) if m else None
         if start is not None and start <= end:
-            loops.append((entry, start, end))
+            loops.append((entry, start, end))  # a backward branch closes a loop
+    return insts, loops
+
+
+def loop_local_ops(sass):
+    """{entry: LDL + STL instructions inside loops that hold FFMAs} of nvdisasm's output."""
+    insts, loops = sass_loops(sass)
+    inside = set()
+    for _, start, end in loops:
+        body = range(start, end + 1)
+        if any(re.search(r"\bFFMA\b", insts[i][1]) for i in body):
+            inside.update(body)
+    counts = {}
+    for i in inside:
+        entry, text = insts[i]
+        if re.search(r"\b(LDL|STL)\b", text):
+            counts[entry] = counts.get(entry, 0) + 1
+    return counts
+
+
+LOOP_COUNTS = [("FFMA", r"\bFFMA\b"), ("LDG.128", r"\bLDG\S*\.128\b"), ("other LDG", r"\bLDG\b(?!\S*\.128)"),
+               ("LDS", r"\bLDS\b"), ("STS", r"\bSTS\b"), ("BAR", r"\bBAR\b"), ("LDL+STL", r"\b(LDL|STL)\b")]
+
+
+def fma_loops(sass):
+    """{entry: [(instructions, {kind: count}) per innermost loop that holds FFMAs]} of nvdisasm's output."""
+    insts, loops = sass_loops(sass)
     out = {}
     for entry, start, end in loops:
         body = [insts[i][1] for i in range(start, end + 1)]

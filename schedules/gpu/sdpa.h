@@ -380,30 +380,27 @@ inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const s
         row_max.update().unroll(t.rk_max.x, unroll, guard);
         Func q = t.q;
         q.compute_at(out, ii).store_in(MemoryType::Register).bound_extent(v.d, hd).vectorize(v.d, 4).unroll(v.d);
-        for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
-            const bool first = sc == &t.sc_max;
-            Func consumer = first ? row_max : acc;
-            RVar at = first ? t.rk_max.x : t.rk_sum.x;
-            Func dot = sc->dot, keys = first ? t.k_max : t.k_sum;
-            dot.compute_at(consumer, at).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
-            dot.update().reorder(v.j, sc->rd.x).unroll(v.j).unroll(sc->rd.x);
-            keys.compute_at(consumer, at)
+        // A step's rows of keys or values, in registers, loaded as float4.
+        auto stage_rows = [&](Func rows, Func consumer, RVar at) {
+            rows.compute_at(consumer, at)
                 .store_in(MemoryType::Register)
                 .bound_extent(v.d, hd)
                 .bound_extent(v.j, unroll)
                 .vectorize(v.d, 4)
                 .unroll(v.d)
                 .unroll(v.j);
+        };
+        for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
+            const bool first = sc == &t.sc_max;
+            Func consumer = first ? row_max : acc;
+            RVar at = first ? t.rk_max.x : t.rk_sum.x;
+            Func dot = sc->dot;
+            dot.compute_at(consumer, at).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
+            dot.update().reorder(v.j, sc->rd.x).unroll(v.j).unroll(sc->rd.x);
+            stage_rows(first ? t.k_max : t.k_sum, consumer, at);
         }
         Func(t.e).compute_at(acc, t.rk_sum.x).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
-        Func vals = t.v;
-        vals.compute_at(acc, t.rk_sum.x)
-            .store_in(MemoryType::Register)
-            .bound_extent(v.d, hd)
-            .bound_extent(v.j, unroll)
-            .vectorize(v.d, 4)
-            .unroll(v.d)
-            .unroll(v.j);
+        stage_rows(t.v, acc, t.rk_sum.x);
     }
     if (chains.size() > 1 || chains[0].fixed_head_dim > 0) {
         // After the schedule so far (specialize copies it): the fixed copy's
