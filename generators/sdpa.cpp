@@ -229,6 +229,11 @@ private:
                                            causal, scale, has_masks, tag + "_sum");
             t.rk_max = RDom(0, select(live, keys, 0), "rk_" + tag + "_max");
             t.rk_sum = RDom(0, select(live, keys, 0), "rk_" + tag + "_sum");
+            // Causal, with no appended keys: the keys after query i are hidden,
+            // so its loops end at key i.
+            Expr last = select(causal && masked_keys >= keys, v_.i, keys - 1);
+            t.rk_max.where(t.rk_max.x <= last);
+            t.rk_sum.where(t.rk_sum.x <= last);
             t.row_max(v_.i, v_.h, v_.n) = -inf;
             t.row_max(v_.i, v_.h, v_.n) = max(t.row_max(v_.i, v_.h, v_.n), t.sc_max.score(t.rk_max, v_.i, v_.h, v_.n));
             Expr m = max_or_zero(t.row_max(v_.i, v_.h, v_.n), strict);
@@ -264,7 +269,7 @@ private:
         add_requirement(head_dim <= (int)gpu_max_head_dim, "sdpa: head_dim", head_dim, "exceeds gpu_max_head_dim",
                         (int)gpu_max_head_dim);
         schedules::gpu::schedule_sdpa_two_pass(out, v_, chains, gpu_query_block, gpu_unroll, gpu_max_head_dim,
-                                               use_fixed);
+                                               use_fixed, causal);
     }
 
     ScoreVars v_;

@@ -346,13 +346,14 @@ struct TwoPassFuncs {
 // threads (one broadcast load serves the warp), and a thread's query, row max
 // and sums stay in its registers from the first key to the last. In the
 // fixed copy (head_dim = gpu_head_dim, use_fixed) every loop over head dims is
-// unrolled and q, k and v are loaded as float4: in ptxas for sm_90, 167-186
+// unrolled and q, k and v are loaded as float4: in ptxas for sm_90, 168-174
 // registers (1-4 keys a step) and no local memory, a key 65 + 138 FFMA and
 // 16 + 32 LDG.128 in the two passes (bench/results/ptx-two-pass-sdpa-2026-11-28.md).
 // The other copy keeps its sums in local memory, max_head_dim + 1 a
 // thread, for other head dims.
 inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const std::vector<TwoPassFuncs> &chains,
-                                   int query_block, int unroll, int max_head_dim, Halide::Expr use_fixed) {
+                                   int query_block, int unroll, int max_head_dim, Halide::Expr use_fixed,
+                                   Halide::Expr causal) {
     using namespace Halide;
     const TailStrategy guard = TailStrategy::GuardWithIf;
     Var io("io"), ii("ii");
@@ -404,9 +405,12 @@ inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const s
     }
     if (chains.size() > 1 || chains[0].fixed_head_dim > 0) {
         // After the schedule so far (specialize copies it): the fixed copy's
-        // branch, with out's loop over head dims unrolled too (out is as wide
-        // as q's head dims). In the other branch use_fixed is known false, so
-        // the fixed copy drops out of it.
+        // branches, with out's loop over head dims unrolled too (out is as
+        // wide as q's head dims); not causal first, where no loop over keys
+        // ends early (the causal branch's per-query loop ends take 254
+        // registers to its 174). In the last branch use_fixed is known false,
+        // so the fixed copy drops out of it.
+        out.specialize(use_fixed && !causal).unroll(v.d);
         out.specialize(use_fixed).unroll(v.d);
     }
 }
