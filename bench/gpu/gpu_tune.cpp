@@ -21,7 +21,7 @@
 // Every variant's output is checked against the CPU kernel's on the same
 // inputs before it is timed; a variant that fails (a launch the device refuses,
 // shared memory it lacks; sdpa is also run at head_dim 128, and with --quick
-// at head_dim 64) or differs is
+// at head_dim 64, causal too) or differs is
 // reported and never wins. Times are the
 // median of repeated calls, each waited for with a device sync; variants run
 // round-robin, 3 rounds, and keep their best round. The untuned defaults are
@@ -111,6 +111,7 @@ struct Inputs {
     int D;
     Buf x, weight_t, bias, q, k, v, weights, zf_row, am, kpm;
     Bytes zb_row, amb;
+    bool causal = false;  // sdpa and masked_softmax: is_causal
 
     Inputs(const Shape &sh, std::mt19937 &rng) : s(sh), D(sh.E / sh.H) {
         x = random_buffer({s.E, s.N * s.L}, rng);
@@ -155,12 +156,12 @@ int call(const std::string &kernel, void *fn, Inputs &in, Buf &out) {
         return ((decltype(&hmha_linear_cpu))fn)(in.x, in.weight_t, in.bias, out);
     }
     if (kernel == "sdpa") {
-        return ((decltype(&hmha_sdpa_cpu))fn)(in.q, in.k, in.v, in.am, in.amb, in.kpm, in.s.S, false, false, scale,
-                                              out);
+        return ((decltype(&hmha_sdpa_cpu))fn)(in.q, in.k, in.v, in.am, in.amb, in.kpm, in.s.S, in.causal, false,
+                                              scale, out);
     }
     if (kernel == "masked_softmax") {
-        return ((decltype(&hmha_masked_softmax_cpu))fn)(in.q, in.k, in.am, in.amb, in.kpm, in.s.S, false, false,
-                                                        scale, out);
+        return ((decltype(&hmha_masked_softmax_cpu))fn)(in.q, in.k, in.am, in.amb, in.kpm, in.s.S, in.causal,
+                                                        false, scale, out);
     }
     if (kernel == "attend") return ((decltype(&hmha_attend_cpu))fn)(in.weights, in.v, out);
     return ((decltype(&hmha_head_mean_cpu))fn)(in.weights, out);
@@ -370,7 +371,11 @@ int main(int argc, char **argv) {
         // the runtime gives the fused kernel on a GPU (its shared memory grows with it).
         // The need_weights kernels at the queries of one of the runtime's
         // rounds (kWeightsQueryChunk), as it calls them.
-        std::vector<std::pair<Shape, bool>> runs;  // (shape, timed)
+        struct Run {
+            Shape s;
+            bool timed, causal = false;
+        };
+        std::vector<Run> runs;
         for (Shape s : uses_weights ? weighted : fused) {
             if (uses_weights) s.L = std::min<int>(s.L, (int)hmha::kWeightsQueryChunk);
             runs.push_back({s, true});
@@ -378,16 +383,22 @@ int main(int argc, char **argv) {
         if (kernel == "sdpa") runs.push_back({Shape{1, 64, 64, 1024, 8}, false});
         // --quick (whose timed shape has head_dim 32): sdpa checked at head_dim
         // 64 too, where its variants' gpu_head_dim copies run, here in a
-        // partial block of queries (67) and an odd number of keys (45).
-        if (kernel == "sdpa" && quick) runs.push_back({Shape{1, 67, 45, 128, 2}, false});
+        // partial block of queries (67) and an odd number of keys (45), and
+        // causal there.
+        if (kernel == "sdpa" && quick) {
+            runs.push_back({Shape{1, 67, 45, 128, 2}, false});
+            runs.push_back({Shape{1, 67, 45, 128, 2}, false, true});
+        }
         size_t runs_done = 0;
         auto past_deadline = [&] { return deadline_s > 0 && elapsed_s() >= deadline_s; };
-        for (const auto &[s, timed] : runs) {
+        for (const auto &[s, timed, causal] : runs) {
             if (past_deadline()) break;
             Inputs in(s, rng);
+            in.causal = causal;
+            const std::string at = s.name() + (causal ? " causal" : "");
             Buf ref = output_for(kernel, in);
             if (call(kernel, cpu_kernel(kernel), in, ref) != 0) {
-                std::fprintf(stderr, "hmha_gpu_tune: the CPU %s failed at %s: %s\n", kernel.c_str(), s.name().c_str(),
+                std::fprintf(stderr, "hmha_gpu_tune: the CPU %s failed at %s: %s\n", kernel.c_str(), at.c_str(),
                              last_error.c_str());
                 return 1;
             }
@@ -414,12 +425,12 @@ int main(int argc, char **argv) {
                 }
                 if (st == 0) st = outs[i].copy_to_host();
                 if (st != 0) {
-                    why[i] = "failed at " + s.name() + " (Halide status " + std::to_string(st) + "): " + last_error;
+                    why[i] = "failed at " + at + " (Halide status " + std::to_string(st) + "): " + last_error;
                     continue;
                 }
                 const double d = max_rel_diff(outs[i], ref);
                 if (!(d <= 1e-3)) {
-                    why[i] = "differs from the CPU kernel at " + s.name() + " (max rel diff " + std::to_string(d) + ")";
+                    why[i] = "differs from the CPU kernel at " + at + " (max rel diff " + std::to_string(d) + ")";
                 }
             }
             if (cut) break;
