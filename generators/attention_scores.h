@@ -64,9 +64,9 @@ inline Expr max_or_zero(const Expr &m, bool strict) {
 // `tag` names the Funcs apart where one pipeline computes scores more than
 // once (sdpa's gpu_two_pass).
 inline AttentionScore define_masked_score(const ScoreVars &v, const Func &q, const Func &k, Expr head_dim,
-                                          const Func &attn_mask, const Func &attn_mask_bool,
-                                          const Func &key_padding, Expr masked_keys, Expr causal,
-                                          Expr scale, Expr has_masks, const std::string &tag = "") {
+                                          const Func &attn_mask, const Func &attn_mask_bool, const Func &key_padding,
+                                          Expr masked_keys, Expr causal, Expr scale, Expr has_masks,
+                                          const std::string &tag = "") {
     AttentionScore s;
     if (!tag.empty()) s = {Func("kt_" + tag), Func("dot_" + tag), Func("score_" + tag), RDom()};
     s.kt(v.j, v.d, v.h, v.n) = k(v.d, v.h, v.j, v.n);

@@ -156,12 +156,12 @@ int call(const std::string &kernel, void *fn, Inputs &in, Buf &out) {
         return ((decltype(&hmha_linear_cpu))fn)(in.x, in.weight_t, in.bias, out);
     }
     if (kernel == "sdpa") {
-        return ((decltype(&hmha_sdpa_cpu))fn)(in.q, in.k, in.v, in.am, in.amb, in.kpm, in.s.S, in.causal, false,
-                                              scale, out);
+        return ((decltype(&hmha_sdpa_cpu))fn)(in.q, in.k, in.v, in.am, in.amb, in.kpm, in.s.S, in.causal, false, scale,
+                                              out);
     }
     if (kernel == "masked_softmax") {
-        return ((decltype(&hmha_masked_softmax_cpu))fn)(in.q, in.k, in.am, in.amb, in.kpm, in.s.S, in.causal,
-                                                        false, scale, out);
+        return ((decltype(&hmha_masked_softmax_cpu))fn)(in.q, in.k, in.am, in.amb, in.kpm, in.s.S, in.causal, false,
+                                                        scale, out);
     }
     if (kernel == "attend") return ((decltype(&hmha_attend_cpu))fn)(in.weights, in.v, out);
     return ((decltype(&hmha_head_mean_cpu))fn)(in.weights, out);
