@@ -209,8 +209,9 @@ private:
         const bool strict = strict_inf_math(get_target());
         Expr inf = Expr(std::numeric_limits<float>::infinity());
         std::vector<schedules::gpu::TwoPassFuncs> chains;
-        for (int fixed : {hd_fixed, 0}) {
-            if (fixed == 0 && hd_fixed == 0) continue;
+        std::vector<int> copies{0};  // the fixed copy first, where there is one
+        if (hd_fixed > 0) copies.insert(copies.begin(), hd_fixed);
+        for (int fixed : copies) {
             schedules::gpu::TwoPassFuncs t;
             t.fixed_head_dim = fixed;
             const std::string tag = fixed ? "fixed" : "any";
@@ -227,21 +228,18 @@ private:
                                            causal, scale, has_masks, tag + "_max");
             t.sc_sum = define_masked_score(v_, t.q, t.k_sum, hd, attn_mask, attn_mask_bool, key_padding, masked_keys,
                                            causal, scale, has_masks, tag + "_sum");
-            t.rk_max = RDom(0, select(live, keys, 0), "rk_" + tag + "_max");
-            t.rk_sum = RDom(0, select(live, keys, 0), "rk_" + tag + "_sum");
-            // Causal, with no appended keys: the keys after query i are hidden,
-            // so its loops end at key i.
-            Expr last = select(causal && masked_keys >= keys, v_.i, keys - 1);
-            t.rk_max.where(t.rk_max.x <= last);
-            t.rk_sum.where(t.rk_sum.x <= last);
+            // The keys of both passes. Causal, with no appended keys: the keys
+            // after query i are hidden, so its loops end at key i.
+            t.rk = RDom(0, select(live, keys, 0), "rk_" + tag);
+            t.rk.where(t.rk.x <= select(causal && masked_keys >= keys, v_.i, keys - 1));
             t.row_max(v_.i, v_.h, v_.n) = -inf;
-            t.row_max(v_.i, v_.h, v_.n) = max(t.row_max(v_.i, v_.h, v_.n), t.sc_max.score(t.rk_max, v_.i, v_.h, v_.n));
+            t.row_max(v_.i, v_.h, v_.n) = max(t.row_max(v_.i, v_.h, v_.n), t.sc_max.score(t.rk, v_.i, v_.h, v_.n));
             Expr m = max_or_zero(t.row_max(v_.i, v_.h, v_.n), strict);
             t.e(v_.j, v_.i, v_.h, v_.n) = exp(t.sc_sum.score(v_.j, v_.i, v_.h, v_.n) - m);
             // acc(d) for d < hd: sum_j e_j v_j(d); acc(hd): sum_j e_j.
             t.acc(v_.d, v_.i, v_.h, v_.n) = 0.0f;
             t.acc(v_.d, v_.i, v_.h, v_.n) +=
-                t.e(t.rk_sum, v_.i, v_.h, v_.n) * select(v_.d < hd, t.v(min(v_.d, hd - 1), v_.h, t.rk_sum, v_.n), 1.0f);
+                t.e(t.rk, v_.i, v_.h, v_.n) * select(v_.d < hd, t.v(min(v_.d, hd - 1), v_.h, t.rk, v_.n), 1.0f);
             chains.push_back(t);
         }
         auto result = [&](const schedules::gpu::TwoPassFuncs &t, Expr d) {

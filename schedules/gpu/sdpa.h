@@ -335,7 +335,7 @@ struct TwoPassFuncs {
     int fixed_head_dim = 0;  // 0: any head_dim
     Halide::Func q{"q_in"}, k_max{"k_max"}, k_sum{"k_sum"}, v{"v_in"};
     AttentionScore sc_max, sc_sum;
-    Halide::RDom rk_max, rk_sum;
+    Halide::RDom rk;  // the keys, of both passes
     Halide::Func row_max{"row_max"}, e{"e"}, acc{"acc"};
 };
 
@@ -361,24 +361,28 @@ inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const s
     for (const TwoPassFuncs &t : chains) {
         const int hd = t.fixed_head_dim;
         Func row_max = t.row_max, acc = t.acc;
+        const RVar key = t.rk.x;
+        // Each pass: its scores, the Func that reduces them over the keys, and the keys it reads.
+        const struct {
+            const AttentionScore &sc;
+            Func consumer, keys;
+        } passes[] = {{t.sc_max, row_max, t.k_max}, {t.sc_sum, acc, t.k_sum}};
         row_max.compute_at(out, ii).store_in(MemoryType::Register);
         acc.compute_at(out, ii);
         if (hd == 0) {
             acc.store_in(MemoryType::Stack).bound_storage(v.d, max_head_dim + 1);
-            acc.update().reorder(v.d, t.rk_sum);
-            for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
-                Func dot = sc->dot;
-                dot.compute_at(sc == &t.sc_max ? row_max : acc, sc == &t.sc_max ? t.rk_max.x : t.rk_sum.x)
-                    .store_in(MemoryType::Register);
+            acc.update().reorder(v.d, t.rk);
+            for (const auto &pass : passes) {
+                Func(pass.sc.dot).compute_at(pass.consumer, key).store_in(MemoryType::Register);
             }
-            Func(t.e).compute_at(acc, t.rk_sum.x).store_in(MemoryType::Register);
+            Func(t.e).compute_at(acc, key).store_in(MemoryType::Register);
             continue;
         }
         // Every loop over head dims and over a step's keys unrolled, so that
         // every index into the registers is a constant.
         acc.store_in(MemoryType::Register).bound_extent(v.d, hd + 1).unroll(v.d);
-        acc.update().reorder(v.d, t.rk_sum).unroll(v.d).unroll(t.rk_sum.x, unroll, guard);
-        row_max.update().unroll(t.rk_max.x, unroll, guard);
+        acc.update().reorder(v.d, t.rk).unroll(v.d).unroll(key, unroll, guard);
+        row_max.update().unroll(key, unroll, guard);
         Func q = t.q;
         q.compute_at(out, ii).store_in(MemoryType::Register).bound_extent(v.d, hd).vectorize(v.d, 4).unroll(v.d);
         // A step's rows of keys or values, in registers, loaded as float4.
@@ -391,19 +395,16 @@ inline void schedule_sdpa_two_pass(Halide::Func out, const ScoreVars &v, const s
                 .unroll(v.d)
                 .unroll(v.j);
         };
-        for (const AttentionScore *sc : {&t.sc_max, &t.sc_sum}) {
-            const bool first = sc == &t.sc_max;
-            Func consumer = first ? row_max : acc;
-            RVar at = first ? t.rk_max.x : t.rk_sum.x;
-            Func dot = sc->dot;
-            dot.compute_at(consumer, at).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
-            dot.update().reorder(v.j, sc->rd.x).unroll(v.j).unroll(sc->rd.x);
-            stage_rows(first ? t.k_max : t.k_sum, consumer, at);
+        for (const auto &pass : passes) {
+            Func dot = pass.sc.dot;
+            dot.compute_at(pass.consumer, key).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
+            dot.update().reorder(v.j, pass.sc.rd.x).unroll(v.j).unroll(pass.sc.rd.x);
+            stage_rows(pass.keys, pass.consumer, key);
         }
-        Func(t.e).compute_at(acc, t.rk_sum.x).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
-        stage_rows(t.v, acc, t.rk_sum.x);
+        Func(t.e).compute_at(acc, key).store_in(MemoryType::Register).bound_extent(v.j, unroll).unroll(v.j);
+        stage_rows(t.v, acc, key);
     }
-    if (chains.size() > 1 || chains[0].fixed_head_dim > 0) {
+    if (chains[0].fixed_head_dim > 0) {  // the fixed copy, where there is one, is the first
         // After the schedule so far (specialize copies it): the fixed copy's
         // branches, with out's loop over head dims unrolled too (out is as
         // wide as q's head dims); not causal first, where no loop over keys
